@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# One-command set-up for mmgcvit: run it inside the virtualenv / conda env you will use.
+#
+#   bash tools/install.sh
+#
+# Environment:
+#   MMGCVIT_WHEELS=DIR   folder of prebuilt wheels (e.g. an mmcv 2.1.0 built with ops for your
+#                        torch/Python); used when one matches, otherwise mmcv is built from source.
+#   PYTHON=python3       interpreter to install into (default: the `python` on PATH).
+#   MAX_JOBS=N           parallel compile jobs for the mmcv source build (default: nproc).
+#
+# Idempotent: on a ready environment it only verifies and exits.
+set -euo pipefail
+
+PY=${PYTHON:-python}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WHEELS=${MMGCVIT_WHEELS:-}
+MMCV_VERSION=2.1.0
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/mmgcvit
+START=$SECONDS
+
+say() { printf '[install %4ds] %s\n' "$((SECONDS - START))" "$*"; }
+# Every install re-states setuptools<81: torch and others pull in the newest setuptools otherwise.
+pipi() { "$PY" -m pip install --disable-pip-version-check "$@" 'setuptools<81'; }
+have() { "$PY" - "$@" <<'PYEOF' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+from packaging.requirements import Requirement
+for spec in sys.argv[1:]:
+    req = Requirement(spec)
+    assert version(req.name) in req.specifier, spec
+PYEOF
+}
+
+say "python: $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
+if [ -z "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]; then
+  say "note: no virtualenv/conda env is active; installing into this interpreter's site-packages"
+fi
+
+# 1. Build tooling. setuptools<81 keeps pkg_resources, which mmcv's setup.py and mmengine import.
+if ! have 'setuptools<81' wheel ninja packaging; then
+  say "installing build tooling (setuptools<81, wheel, ninja)"
+  pipi -q wheel ninja packaging
+fi
+
+# 2. torch: keep whatever build is installed (clusters bring their own CUDA build).
+if "$PY" -c 'import torch, torchvision' >/dev/null 2>&1; then
+  say "torch $("$PY" -c 'import torch; print(torch.__version__)') already installed: keeping it"
+else
+  say "installing torch 2.14.1 + torchvision 0.29.1"
+  pipi torch==2.14.1 torchvision==0.29.1
+fi
+
+mmcv_ok() {
+  "$PY" -c "import mmcv; assert mmcv.__version__ == '$MMCV_VERSION', mmcv.__version__; from mmcv.ops import nms, RoIAlign" >/dev/null 2>&1
+}
+
+# 3. mmcv 2.1.0 with compiled ops (mmdet 3.3 / mmseg 1.2 refuse mmcv >= 2.2; PyPI has only its sdist).
+build_mmcv() {
+  local work log
+  work=$(mktemp -d)
+  log="$work/build.log"
+  say "building mmcv $MMCV_VERSION with compiled ops from source (about 20 min on 2 cores); log: $log"
+  (cd "$work" && "$PY" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: "mmcv==$MMCV_VERSION")
+  tar -xzf "$work/mmcv-$MMCV_VERSION.tar.gz" -C "$work"
+  local src="$work/mmcv-$MMCV_VERSION"
+  # torch >= 2.14 headers need C++20; mmcv 2.1.0 hard-codes -std=c++17.
+  if "$PY" -c 'import sys, torch; v = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]); sys.exit(0 if v >= (2, 14) else 1)'; then
+    grep -q -- "-std=c++17" "$src/setup.py" || { say "error: mmcv setup.py has no -std=c++17 flag to switch"; exit 1; }
+    sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
+  fi
+  mkdir -p "$CACHE/wheels"
+  # Ninja prints one "[k/N]" line per compiled source: show those as progress, keep the rest in the log.
+  if ! (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+        "$PY" -m pip wheel -v --disable-pip-version-check --no-deps --no-build-isolation -w "$CACHE/wheels" . 2>&1 \
+        | tee "$log" | grep --line-buffered -oE '^\[[0-9]+/[0-9]+\]' | sed -u 's/^/[mmcv build] compiled /'); then
+    say "error: mmcv build failed; last lines of $log:"; tail -n 30 "$log"; exit 1
+  fi
+  ls "$CACHE"/wheels/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1 || { say "error: mmcv build produced no wheel; see $log"; tail -n 30 "$log"; exit 1; }
+  rm -rf "$work"
+}
+
+if mmcv_ok; then
+  say "mmcv $MMCV_VERSION with ops already installed"
+else
+  installed=0
+  for dir in "$WHEELS" "$CACHE/wheels"; do
+    [ -n "$dir" ] && [ -d "$dir" ] || continue
+    if ls "$dir"/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
+      say "trying prebuilt mmcv wheel from $dir"
+      if pipi --find-links "$dir" --prefer-binary --only-binary mmcv "mmcv==$MMCV_VERSION" && mmcv_ok; then
+        installed=1; break
+      fi
+      say "the wheel in $dir does not work with this torch/Python; uninstalling it"
+      "$PY" -m pip uninstall -y -q mmcv || true
+    fi
+  done
+  if [ "$installed" = 0 ]; then
+    build_mmcv
+    pipi --find-links "$CACHE/wheels" --only-binary mmcv "mmcv==$MMCV_VERSION"
+  fi
+  mmcv_ok || { say "error: mmcv installed but 'from mmcv.ops import nms, RoIAlign' fails"; "$PY" -c 'from mmcv.ops import nms, RoIAlign'; exit 1; }
+  say "mmcv $MMCV_VERSION with ops: OK"
+fi
+
+# 4. mmdet, mmseg, pycocotools, test tools and mmgcvit itself (editable, so the checkout is what runs).
+if have 'mmengine>=0.10,<0.11' 'mmdet>=3.3,<3.4' 'mmsegmentation>=1.2.2,<1.3' pycocotools pytest timm \
+   && "$PY" -c "import mmgcvit, os, sys; sys.exit(0 if os.path.realpath(mmgcvit.__file__).startswith(os.path.realpath('$ROOT')) else 1)" >/dev/null 2>&1; then
+  say "mmdet, mmseg, test tools and mmgcvit already installed"
+else
+  say "installing mmdet, mmsegmentation, pycocotools, test tools and mmgcvit (editable)"
+  pipi -e "$ROOT[tests]"
+fi
+
+"$PY" -c "import mmgcvit, mmdet, mmseg; from mmcv.ops import nms, RoIAlign; print('mmgcvit', mmgcvit.__version__, '| mmdet', mmdet.__version__, '| mmseg', mmseg.__version__)"
+say "done"
