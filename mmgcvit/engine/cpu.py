@@ -1,0 +1,75 @@
+"""Running GPU configs on machines without a GPU (CI, laptops, demos).
+
+The configs target 8-GPU jobs with mixed precision and SyncBN. On a CPU-only
+machine three things break in the stock stack: mmengine's ``pytorch``
+launcher calls ``torch.cuda.set_device`` in every process, the ``Runner``
+wraps the model in DDP with ``device_ids`` set (torch wants ``None`` for CPU
+modules), torch's SyncBatchNorm refuses CPU tensors in a process group, and
+mmengine's ``AmpOptimWrapper`` asserts a GPU. ``setup_cpu_fallbacks`` adapts
+a config so the same commands run there; with a GPU it changes nothing.
+"""
+import copy
+import logging
+
+import mmengine.dist.utils as mm_dist_utils
+import torch
+import torch.distributed as torch_dist
+from mmengine.logging import print_log
+
+_original_init_dist_pytorch = mm_dist_utils._init_dist_pytorch
+
+
+def _init_dist_pytorch_cpu_aware(backend, init_backend='torch', **kwargs):
+    if torch.cuda.is_available() or init_backend != 'torch':
+        return _original_init_dist_pytorch(
+            backend, init_backend=init_backend, **kwargs)
+    # No device to bind the process to; gloo is torch's CPU backend.
+    torch_dist.init_process_group(backend='gloo', **kwargs)
+
+
+def _sync_bn_to_bn(node):
+    """Replace SyncBN by BN in a config tree (SyncBN needs GPU tensors)."""
+    if isinstance(node, dict):
+        if node.get('type') in ('SyncBN', 'MMSyncBN', 'nn.SyncBatchNorm'):
+            node['type'] = 'BN'
+        for value in node.values():
+            _sync_bn_to_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _sync_bn_to_bn(value)
+
+
+def setup_cpu_fallbacks(cfg):
+    """Adapt ``cfg`` in place for a run without CUDA; no-op with CUDA.
+
+    - ``AmpOptimWrapper`` becomes the fp32 ``OptimWrapper`` (mmengine's AMP
+      wrapper only runs on accelerators).
+    - Distributed runs: the ``pytorch`` launcher initialises gloo without
+      binding a GPU, DDP gets ``device_ids=None``, and SyncBN layers become
+      BN. Each process keeps its per-process batch, so the effective batch
+      is ``world_size x batch_size`` as on GPUs.
+    """
+    if torch.cuda.is_available():
+        return
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is not None and \
+            optim_wrapper.get('type') == 'AmpOptimWrapper':
+        optim_wrapper['type'] = 'OptimWrapper'
+        for key in ('loss_scale', 'dtype', 'use_fsdp'):
+            optim_wrapper.pop(key, None)
+        print_log(
+            'No CUDA device: mixed precision (AmpOptimWrapper) needs a GPU; '
+            'training in fp32 with OptimWrapper.', logger='current', level=logging.WARNING)
+    if cfg.get('launcher', 'none') == 'none':
+        return
+    mm_dist_utils._init_dist_pytorch = _init_dist_pytorch_cpu_aware
+    env_cfg = cfg.setdefault('env_cfg', {})
+    env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    wrapper = copy.deepcopy(cfg.get('model_wrapper_cfg') or
+                            dict(type='MMDistributedDataParallel'))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+    _sync_bn_to_bn(cfg.model)
+    print_log(
+        'No CUDA device: distributed run on CPU with the gloo backend, DDP '
+        'without device_ids, SyncBN replaced by BN.', logger='current', level=logging.WARNING)

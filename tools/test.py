@@ -1,0 +1,59 @@
+"""Evaluate a checkpoint with an mmdet 3.x / mmseg 1.x config.
+
+Prints the config's evaluator results (COCO box/mask mAP, mIoU, ...) and
+saves them as ``metrics.json`` in the run's log folder. Same flags as
+mmdet's and mmseg's ``tools/test.py``.
+"""
+import argparse
+import os.path as osp
+
+from mmgcvit.engine.launch import (add_common_args, build_runner,
+                                   enable_dump, enable_tta,
+                                   enable_visualization, load_config,
+                                   parse_args_with_common, write_json_atomic)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--out', help='dump the raw predictions to this pickle file (.pkl)')
+    parser.add_argument(
+        '--show', action='store_true', help='show prediction results')
+    parser.add_argument(
+        '--show-dir', help='directory where painted predictions are saved')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--tta', action='store_true', help='test-time augmentation')
+    add_common_args(parser)
+    return parse_args_with_common(parser)
+
+
+def main():
+    args = parse_args()
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(
+            f'checkpoint {args.checkpoint!r} does not exist: pass the .pth '
+            'written by tools/train.py (e.g. work_dirs/<config>/epoch_12.pth)')
+    cfg = load_config(args.config, args.cfg_options, args.launcher,
+                      args.work_dir)
+    cfg.load_from = args.checkpoint
+    if args.tta:
+        enable_tta(cfg)
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
+    if args.out:
+        enable_dump(cfg, args.out)
+    runner = build_runner(cfg)
+    metrics = runner.test()
+    if runner.rank == 0:
+        path = osp.join(runner.log_dir, 'metrics.json')
+        write_json_atomic(metrics, path)
+        print('\n'.join([f'{key}: {value}' for key, value in metrics.items()] +
+                        [f'metrics saved to {path}']))
+
+
+if __name__ == '__main__':
+    main()
