@@ -73,7 +73,7 @@ build_mmcv() {
   # Ninja prints one "[k/N]" line per compiled source: show those as progress, keep the rest in the log.
   if ! (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
         "$PY" -m pip wheel -v --disable-pip-version-check --no-deps --no-build-isolation -w "$CACHE/wheels" . 2>&1 \
-        | tee "$log" | grep --line-buffered -oE '^ *\[[0-9]+/[0-9]+\]' | sed -u 's/^ */[mmcv build] compiled /'); then
+        | tee "$log" | { grep --line-buffered -oE '^ *\[[0-9]+/[0-9]+\]' || true; } | sed -u 's/^ */[mmcv build] compiled /'); then
     say "error: mmcv build failed; last lines of $log:"; tail -n 30 "$log"; exit 1
   fi
   ls "$CACHE"/wheels/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1 || { say "error: mmcv build produced no wheel; see $log"; tail -n 30 "$log"; exit 1; }
