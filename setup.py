@@ -7,6 +7,14 @@ from setuptools.command.build_py import build_py
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
+def read_requirements(name):
+    """Requirement lines of ``requirements/<name>.txt`` (one source of truth
+    shared with ``tools/install.sh``)."""
+    with open(os.path.join(ROOT, 'requirements', f'{name}.txt')) as f:
+        lines = (line.split('#')[0].strip() for line in f)
+        return [line for line in lines if line]
+
+
 def read_version():
     scope = {}
     with open(os.path.join(ROOT, 'mmgcvit', 'version.py')) as f:
@@ -40,19 +48,7 @@ setup(
     python_requires='>=3.8',
     packages=find_packages(include=['mmgcvit', 'mmgcvit.*']),
     cmdclass={'build_py': BuildPyWithConfigs},
-    install_requires=[
-        'torch>=1.13',
-        'mmengine>=0.10.0,<0.11.0',
-        'mmcv>=2.0.0rc4,<2.2.0',
-        'mmdet>=3.3.0,<3.4.0',
-        'mmsegmentation>=1.2.2,<1.3.0',
-        'pycocotools',
-        'setuptools<81',
-        'numpy',
-        'matplotlib',
-    ],
-    extras_require={
-        'tests': ['pytest', 'timm>=0.9', 'safetensors'],
-    },
+    install_requires=read_requirements('runtime'),
+    extras_require={'tests': read_requirements('tests')},
     zip_safe=False,
 )

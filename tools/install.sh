@@ -22,11 +22,19 @@ START=$SECONDS
 say() { printf '[install %4ds] %s\n' "$((SECONDS - START))" "$*"; }
 # Every install re-states setuptools<81: torch and others pull in the newest setuptools otherwise.
 pipi() { "$PY" -m pip install --disable-pip-version-check "$@" 'setuptools<81'; }
+# have REQ... : every requirement (a spec, or @FILE for a requirements file) is installed.
 have() { "$PY" - "$@" <<'PYEOF' >/dev/null 2>&1
 import sys
 from importlib.metadata import version
 from packaging.requirements import Requirement
-for spec in sys.argv[1:]:
+specs = []
+for arg in sys.argv[1:]:
+    if arg.startswith('@'):
+        with open(arg[1:]) as f:
+            specs += [l.split('#')[0].strip() for l in f if l.split('#')[0].strip()]
+    else:
+        specs.append(arg)
+for spec in specs:
     req = Requirement(spec)
     assert version(req.name) in req.specifier, spec
 PYEOF
@@ -104,7 +112,7 @@ else
 fi
 
 # 4. mmdet, mmseg, pycocotools, test tools and mmgcvit itself (editable, so the checkout is what runs).
-if have 'mmengine>=0.10,<0.11' 'mmdet>=3.3,<3.4' 'mmsegmentation>=1.2.2,<1.3' pycocotools pytest timm \
+if have "@$ROOT/requirements/runtime.txt" "@$ROOT/requirements/tests.txt" \
    && "$PY" -c "import mmgcvit, os, sys; sys.exit(0 if os.path.realpath(mmgcvit.__file__).startswith(os.path.realpath('$ROOT')) else 1)" >/dev/null 2>&1; then
   say "mmdet, mmseg, test tools and mmgcvit already installed"
 else
