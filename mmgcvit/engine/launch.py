@@ -140,6 +140,8 @@ def enable_visualization(cfg, show=False, show_dir=None, wait_time=2):
         hook['show'] = True
         hook['wait_time'] = wait_time
     if show_dir:
+        # Paint every test image (mmseg's hook defaults to every 50th).
+        hook['interval'] = 1
         show_dir = osp.abspath(show_dir)
         if 'Seg' in hook['type']:
             cfg.visualizer['save_dir'] = show_dir
