@@ -1,0 +1,9 @@
+"""Generated datasets in the COCO / ADE20K / custom on-disk formats, and a
+check of any mmdet / mmseg config's dataset."""
+from .synthetic import (GeneratedDataset, generate_ade20k, generate_coco,
+                        generate_custom_seg)
+
+__all__ = [
+    'GeneratedDataset', 'generate_coco', 'generate_ade20k',
+    'generate_custom_seg'
+]

@@ -1,0 +1,28 @@
+"""Shared pytest fixtures: small generated datasets, made once per session.
+
+Both are learnable (one shape / texture per class) and in the stock on-disk
+formats, so stock mmdet / mmseg configs load them unchanged; see
+``mmgcvit/datasets/synthetic.py``.
+"""
+import pytest
+
+from mmgcvit.datasets import generate_ade20k, generate_coco
+
+NUM_TRAIN, NUM_VAL, IMG_SIZE = 16, 8, 128
+
+
+@pytest.fixture(scope='session')
+def coco_root(tmp_path_factory):
+    """COCO root (str): ``annotations/instances_{train,val}2017.json`` and
+    ``{train,val}2017/*.jpg``; classes ('person', 'car', 'dog')."""
+    root = tmp_path_factory.mktemp('data') / 'coco'
+    return str(generate_coco(root, NUM_TRAIN, NUM_VAL, IMG_SIZE).data_root)
+
+
+@pytest.fixture(scope='session')
+def ade20k_root(tmp_path_factory):
+    """The ``ADEChallengeData2016`` folder (str), i.e. what the stock
+    ``mmseg::_base_/datasets/ade20k.py`` calls ``data_root``; classes
+    ('sky', 'floor', 'tree') = label values 3, 4, 5 in the PNGs."""
+    root = tmp_path_factory.mktemp('data') / 'ade20k'
+    return str(generate_ade20k(root, NUM_TRAIN, NUM_VAL, IMG_SIZE).data_root)
