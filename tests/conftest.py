@@ -14,7 +14,7 @@ NUM_TRAIN, NUM_VAL, IMG_SIZE = 16, 8, 128
 @pytest.fixture(scope='session')
 def coco_root(tmp_path_factory):
     """COCO root (str): ``annotations/instances_{train,val}2017.json`` and
-    ``{train,val}2017/*.jpg``; classes ('person', 'car', 'dog')."""
+    ``{train,val}2017/*.jpg``; classes ('person', 'bicycle', 'car')."""
     root = tmp_path_factory.mktemp('data') / 'coco'
     return str(generate_coco(root, NUM_TRAIN, NUM_VAL, IMG_SIZE).data_root)
 

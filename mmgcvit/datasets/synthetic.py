@@ -29,7 +29,11 @@ FORMAT_VERSION = 1
 JPEG_QUALITY = 95
 SPLITS = ('train', 'val')
 
-DEFAULT_COCO_CLASSES = ('person', 'car', 'dog')
+# The first three COCO classes (with their COCO ids 1, 2, 3): CocoDataset
+# numbers the json categories it finds among its classes in id order, so
+# only a prefix of COCO's class list keeps every name under its own label
+# in an unmodified 80-class config.
+DEFAULT_COCO_CLASSES = ('person', 'bicycle', 'car')
 DEFAULT_ADE20K_CLASSES = ('sky', 'floor', 'tree')
 DEFAULT_SEG_CLASSES = ('background', 'road', 'grass')
 
@@ -349,10 +353,10 @@ def generate_coco(root, num_train=16, num_val=8, img_size=256,
     """A COCO instances dataset of coloured shapes, one shape per class.
 
     Writes ``root/annotations/instances_{train,val}2017.json`` and
-    ``root/{train,val}2017/*.jpg``. The default class names are real COCO
-    names, so an unmodified COCO config loads them (``CocoDataset`` keeps
-    the json categories whose names are in its classes); pass ``classes``
-    for a custom dataset.
+    ``root/{train,val}2017/*.jpg``. The default classes are COCO's first
+    three, so an unmodified 80-class COCO config loads them under their own
+    labels; pass ``classes`` for a custom dataset (and list them as the
+    config's ``metainfo.classes``).
 
     Args:
         root: target folder (created or replaced atomically).
