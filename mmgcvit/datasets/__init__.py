@@ -1,9 +1,11 @@
 """Generated datasets in the COCO / ADE20K / custom on-disk formats, and a
 check of any mmdet / mmseg config's dataset."""
+from .check import CheckReport, DatasetConfigError, check_dataset
 from .synthetic import (GeneratedDataset, generate_ade20k, generate_coco,
                         generate_custom_seg)
 
 __all__ = [
     'GeneratedDataset', 'generate_coco', 'generate_ade20k',
-    'generate_custom_seg'
+    'generate_custom_seg', 'check_dataset', 'CheckReport',
+    'DatasetConfigError'
 ]
