@@ -1,0 +1,1 @@
+"""Analysis utilities: speed/memory benchmarks (``benchmark``)."""

@@ -1,0 +1,470 @@
+"""Speed and memory benchmarks of backbones and detectors, on CPU or GPU.
+
+Timings are medians of ``repeats`` runs after ``warmup`` runs. On a GPU the
+model runs under fp16 autocast and every timing is bracketed by
+``torch.cuda.synchronize``; on the CPU it runs in fp32.
+
+Peak training memory is the allocator's high-water mark during one
+forward+backward, above what was allocated before it (parameters, input):
+``torch.cuda.max_memory_allocated`` on a GPU; on the CPU the running total
+of the CPU allocator that ``torch.profiler`` records with
+``profile_memory=True`` (RSS would also count glibc's cached free memory,
+which depends on what ran earlier in the process).
+"""
+import argparse
+import copy
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from mmengine.config import Config
+from mmengine.hub import get_config
+from mmengine.logging import MMLogger
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+
+GCVIT_DET_CONFIG = 'configs/detection/mask-rcnn_gcvit-t_fpn_1x_coco.py'
+SWIN_DET_CONFIG = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
+DEFAULT_SHAPES = ((1, 3, 800, 1216), (2, 3, 512, 512))
+
+# Goals of the speed work (fused attention and activation checkpointing).
+FUSED_FORWARD_SPEEDUP = 2.0
+FUSED_TRAIN_SPEEDUP = 1.6
+FUSED_MEMORY_RATIO = 0.6
+CP_MEMORY_SAVING = 0.4
+CP_MAX_SLOWDOWN = 0.35
+
+
+def load_config(path):
+    """A config from a file or from a package (``mmdet::swin/...py``)."""
+    if '::' in path:
+        return get_config(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'config {path!r} not found: run from the repository root or '
+            'pass the config path explicitly.')
+    return Config.fromfile(path)
+
+
+def _without_pretrained(model_cfg):
+    """Drop every ``init_cfg`` so building never downloads weights."""
+    model_cfg = copy.deepcopy(model_cfg)
+    for part in model_cfg.values():
+        if isinstance(part, dict):
+            part.pop('init_cfg', None)
+    model_cfg.pop('init_cfg', None)
+    return model_cfg
+
+
+def _import_models():
+    """Register mmdet's and mmgcvit's modules (``import mmgcvit`` is what
+    configs rely on through ``custom_imports``)."""
+    import mmdet.models  # noqa: F401
+
+    import mmgcvit  # noqa: F401
+    init_default_scope('mmdet')
+
+
+@dataclass
+class Variant:
+    """A backbone to benchmark: a config's backbone plus overrides."""
+    name: str
+    config: str
+    overrides: dict = field(default_factory=dict)
+    role: str = ''  # 'fused', 'reference', 'cp' or '' (goal bookkeeping)
+
+    def backbone_cfg(self):
+        cfg = _without_pretrained(
+            dict(backbone=load_config(self.config).model.backbone))
+        return dict(cfg['backbone'], **self.overrides)
+
+
+def default_variants(gcvit_config=GCVIT_DET_CONFIG,
+                     swin_config=SWIN_DET_CONFIG,
+                     gcvit_arch=None):
+    """GC ViT fused / reference / fused with checkpointing, and Swin."""
+    arch = dict(arch=gcvit_arch) if gcvit_arch else {}
+    label = f'GC ViT-{gcvit_arch}' if gcvit_arch else 'GC ViT-T'
+    return [
+        Variant(f'{label} fused', gcvit_config,
+                dict(fused_attn=True, with_cp=False, **arch), 'fused'),
+        Variant(f'{label} reference', gcvit_config,
+                dict(fused_attn=False, with_cp=False, **arch), 'reference'),
+        Variant(f'{label} fused, with_cp', gcvit_config,
+                dict(fused_attn=True, with_cp=True, **arch), 'cp'),
+        Variant('Swin-T (mmdet)', swin_config),
+    ]
+
+
+def build_backbone(cfg, device='cpu', seed=0):
+    """Build a backbone config dict with mmdet's registry."""
+    _import_models()
+    from mmdet.registry import MODELS
+    torch.manual_seed(seed)
+    return MODELS.build(copy.deepcopy(cfg)).to(device)
+
+
+def build_detector(config, device='cpu', seed=0, backbone_overrides=None):
+    """Build a detector from a config file without pretrained weights."""
+    _import_models()
+    from mmdet.registry import MODELS
+    cfg = load_config(config)
+    model_cfg = _without_pretrained(cfg.model)
+    model_cfg['backbone'].update(backbone_overrides or {})
+    torch.manual_seed(seed)
+    return MODELS.build(model_cfg).to(device), cfg
+
+
+def autocast(device):
+    """fp16 autocast on a GPU; fp32 on the CPU (CPU fp16 is slow)."""
+    if device.type == 'cuda':
+        return torch.autocast('cuda', dtype=torch.float16)
+    return nullcontext()
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn, device, repeats=3, warmup=1):
+    """Median wall time of ``fn()`` in seconds, after ``warmup`` calls."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f'need repeats >= 1 and warmup >= 0, got '
+                         f'repeats={repeats}, warmup={warmup}')
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_gflops(device, size=None, repeats=5):
+    """Measured GFLOP/s of one large square matmul (the machine's ceiling),
+    in the dtype the benchmark computes in."""
+    size = size or (8192 if device.type == 'cuda' else 2048)
+    dtype = torch.float16 if device.type == 'cuda' else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = median_time(lambda: torch.mm(a, b), device, repeats, warmup=2)
+    return 2 * size**3 / seconds / 1e9
+
+
+def forward_fn(model, x):
+    """One inference forward (eval mode, no autograd)."""
+    model.eval()
+
+    def run():
+        with torch.no_grad(), autocast(x.device):
+            model(x)
+
+    return run
+
+
+def train_fn(model, x):
+    """One training forward+backward of a backbone (sum of output means)."""
+    model.train()
+
+    def run():
+        with autocast(x.device):
+            outs = model(x)
+        loss = sum(out.float().mean() for out in outs)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return run
+
+
+def _profiler_peak_bytes(trace_path):
+    """Peak of the CPU allocator's running total in a chrome trace, above
+    its value when the profile started."""
+    with open(trace_path) as f:
+        events = json.load(f)['traceEvents']
+    totals = []
+    for event in events:
+        args = event.get('args', {})
+        if event.get('name') == '[memory]' and args.get('Device Type') == 0:
+            totals.append((event['ts'], args['Total Allocated'],
+                           args['Bytes']))
+    if not totals:
+        return 0
+    totals.sort()
+    _, first_total, first_bytes = totals[0]
+    return max(total for _, total, _ in totals) - (first_total - first_bytes)
+
+
+def peak_memory_mib(fn, device):
+    """Peak allocator memory of one ``fn()`` call above the memory held
+    before it, in MiB."""
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU],
+                 profile_memory=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = os.path.join(tmp, 'trace.json')
+        prof.export_chrome_trace(trace)
+        return _profiler_peak_bytes(trace) / 2**20
+
+
+def model_gflops(model, shape, device):
+    """Forward GFLOPs (2 x multiply-adds) from the project's complexity
+    tool, on a batch of ``shape``."""
+    from .complexity import count_macs
+    return 2 * count_macs(model, torch.zeros(shape, device=device)) / 1e9
+
+
+def _cached_gflops(cache, cfg, shape, device):
+    """Forward GFLOPs of a backbone config, counted on the explicit
+    attention path: the counter skips SDPA, and checkpointing does not
+    change the math, so GC ViT variants share one count."""
+    if 'fused_attn' in cfg:
+        cfg = dict(cfg, fused_attn=False, with_cp=False)
+    key = (json.dumps(cfg, sort_keys=True, default=str), tuple(shape))
+    if key not in cache:
+        cache[key] = model_gflops(build_backbone(cfg, device), shape, device)
+    return cache[key]
+
+
+def parse_shape(text):
+    """``'1x3x800x1216'`` -> ``(1, 3, 800, 1216)`` (argparse type)."""
+    try:
+        shape = tuple(int(v) for v in text.lower().split('x'))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f'bad shape {text!r}: write NxCxHxW, e.g. 1x3x800x1216')
+    return shape
+
+
+def shape_str(shape):
+    return '×'.join(str(s) for s in shape)
+
+
+def benchmark_backbones(variants, shapes=DEFAULT_SHAPES, device='cpu',
+                        repeats=3, warmup=1, with_flops=True, log=print):
+    """Time forward and forward+backward, measure peak training memory and
+    FLOPs of each variant at each input shape.
+
+    Returns ``dict(device, threads, matmul_gflops, rows)`` with one row per
+    (variant, shape).
+    """
+    device = torch.device(device)
+    result = dict(device=str(device), threads=torch.get_num_threads(),
+                  matmul_gflops=matmul_gflops(device), rows=[])
+    flops_cache = {}
+    for variant in variants:
+        cfg = variant.backbone_cfg()
+        model = build_backbone(cfg, device)
+        for shape in shapes:
+            x = torch.randn(shape, device=device)
+            row = dict(name=variant.name, role=variant.role,
+                       shape=list(shape))
+            log(f'{variant.name} {shape_str(shape)}: forward')
+            row['forward_s'] = median_time(
+                forward_fn(model, x), device, repeats, warmup)
+            log(f'{variant.name} {shape_str(shape)}: forward+backward')
+            row['train_s'] = median_time(
+                train_fn(model, x), device, repeats, warmup)
+            row['train_peak_mib'] = peak_memory_mib(train_fn(model, x), device)
+            if with_flops:
+                row['gflops'] = _cached_gflops(flops_cache, cfg, shape, device)
+                row['forward_gflops_per_s'] = row['gflops'] / row['forward_s']
+            result['rows'].append(row)
+    return result
+
+
+def _find(rows, role, shape):
+    for row in rows:
+        if row['role'] == role and row['shape'] == list(shape):
+            return row
+    return None
+
+
+def backbone_goals(result):
+    """(description, value, passed) of each goal the measured rows allow:
+    forward at the first shape, training at the last one."""
+    rows = result['rows']
+    if not rows:
+        return []
+    first, last = rows[0]['shape'], rows[-1]['shape']
+    fused_f, ref_f = _find(rows, 'fused', first), _find(
+        rows, 'reference', first)
+    fused_t, ref_t = _find(rows, 'fused', last), _find(rows, 'reference',
+                                                        last)
+    cp_t = _find(rows, 'cp', last)
+    goals = []
+    if fused_f and ref_f:
+        speedup = ref_f['forward_s'] / fused_f['forward_s']
+        goals.append((f'fused forward speedup at {shape_str(first)} '
+                      f'>= {FUSED_FORWARD_SPEEDUP}x', f'{speedup:.2f}x',
+                      speedup >= FUSED_FORWARD_SPEEDUP))
+    if fused_t and ref_t:
+        speedup = ref_t['train_s'] / fused_t['train_s']
+        goals.append((f'fused forward+backward speedup at {shape_str(last)} '
+                      f'>= {FUSED_TRAIN_SPEEDUP}x', f'{speedup:.2f}x',
+                      speedup >= FUSED_TRAIN_SPEEDUP))
+        ratio = fused_t['train_peak_mib'] / ref_t['train_peak_mib']
+        goals.append((f'fused peak training memory at {shape_str(last)} '
+                      f'<= {FUSED_MEMORY_RATIO}x reference', f'{ratio:.2f}x',
+                      ratio <= FUSED_MEMORY_RATIO))
+    if fused_t and cp_t:
+        saving = 1 - cp_t['train_peak_mib'] / fused_t['train_peak_mib']
+        slowdown = cp_t['train_s'] / fused_t['train_s'] - 1
+        goals.append((f'with_cp memory saving at {shape_str(last)} '
+                      f'>= {CP_MEMORY_SAVING:.0%}', f'{saving:.0%}',
+                      saving >= CP_MEMORY_SAVING))
+        goals.append((f'with_cp slowdown at {shape_str(last)} '
+                      f'<= {CP_MAX_SLOWDOWN:.0%}', f'{slowdown:.0%}',
+                      slowdown <= CP_MAX_SLOWDOWN))
+    return goals
+
+
+def _goal_lines(goals):
+    return [f'- {"PASS" if ok else "FAIL"}: {text} (measured {value})'
+            for text, value, ok in goals]
+
+
+def _fmt(value, spec):
+    return '-' if value is None else format(value, spec)
+
+
+def backbone_table(result):
+    """The Markdown table of a :func:`benchmark_backbones` result, followed
+    by the goals with PASS/FAIL marks."""
+    peak = result['matmul_gflops']
+    lines = [
+        f'Device: {result["device"]}, {result["threads"]} threads; '
+        f'measured matmul peak {peak:.0f} GFLOP/s.', '',
+        '| Backbone | Input | GFLOPs | Forward (s) | Forward GFLOP/s '
+        '(% of matmul) | Fwd+bwd (s) | Peak train memory (MiB) |',
+        '|---|---|---:|---:|---:|---:|---:|'
+    ]
+    for row in result['rows']:
+        rate = row.get('forward_gflops_per_s')
+        rate_text = '-' if rate is None else f'{rate:.0f} ({rate / peak:.0%})'
+        lines.append(
+            f'| {row["name"]} | {shape_str(row["shape"])} | '
+            f'{_fmt(row.get("gflops"), ".1f")} | {row["forward_s"]:.3f} | '
+            f'{rate_text} | {row["train_s"]:.3f} | '
+            f'{row["train_peak_mib"]:.0f} |')
+    return '\n'.join(lines + [''] + _goal_lines(backbone_goals(result)))
+
+
+def profile_forward(model, x, row_limit=20):
+    """Top ops by self CPU time of one forward (after a warm-up one)."""
+    from torch.profiler import ProfilerActivity, profile
+    run = forward_fn(model, x)
+    run()
+    activities = [ProfilerActivity.CPU]
+    if x.device.type == 'cuda':
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        run()
+    sort_by = ('self_cuda_time_total'
+               if x.device.type == 'cuda' else 'self_cpu_time_total')
+    return prof.key_averages().table(sort_by=sort_by, row_limit=row_limit)
+
+
+def _optim_wrapper(model, cfg, device):
+    """The config's optimizer, in one wrapper type for every detector so
+    they compare fairly: fp16 AMP on a GPU, fp32 on the CPU."""
+    optim_cfg = copy.deepcopy(cfg.optim_wrapper)
+    optim_cfg['type'] = ('AmpOptimWrapper'
+                         if device.type == 'cuda' else 'OptimWrapper')
+    optim_cfg.pop('loss_scale', None)
+    if device.type == 'cuda':
+        optim_cfg['loss_scale'] = 'dynamic'
+    # paramwise_cfg logs one line per parameter option; keep the report
+    # readable.
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        return build_optim_wrapper(model, optim_cfg)
+    finally:
+        logger.setLevel(level)
+
+
+def demo_batch(shape, num_classes=80, boxes_per_image=5, seed=0):
+    """A generated detection batch (images, boxes, labels, masks) of
+    ``shape`` = (N, 3, H, W), in the data preprocessor's input format."""
+    from mmdet.testing import demo_mm_inputs
+    torch.manual_seed(seed)
+    n, c, h, w = shape
+    return demo_mm_inputs(
+        batch_size=n,
+        image_shapes=[(c, h, w)] * n,
+        num_items=[boxes_per_image] * n,
+        num_classes=num_classes,
+        with_mask=True)
+
+
+def detector_train_step_fn(model, optim_wrapper, batch):
+    """One training iteration: data preprocessor, forward, backward and
+    optimizer step. The batch is copied because the preprocessor pads the
+    samples' masks in place."""
+    model.train()
+
+    def run():
+        model.train_step(copy.deepcopy(batch), optim_wrapper)
+
+    return run
+
+
+def benchmark_detectors(configs, shape=(2, 3, 800, 1216), device='cpu',
+                        repeats=3, warmup=1, log=print):
+    """Median training-iteration time of each detector config on one
+    generated batch; returns ``dict(device, threads, shape, rows)``."""
+    device = torch.device(device)
+    batch = demo_batch(shape)
+    result = dict(device=str(device), threads=torch.get_num_threads(),
+                  shape=list(shape), rows=[])
+    for name, config in configs:
+        model, cfg = build_detector(config, device)
+        optim_wrapper = _optim_wrapper(model, cfg, device)
+        log(f'{name}: training iterations at {shape_str(shape)}')
+        seconds = median_time(
+            detector_train_step_fn(model, optim_wrapper, batch), device,
+            repeats, warmup)
+        result['rows'].append(dict(name=name, config=config, iter_s=seconds))
+    return result
+
+
+def detector_table(result):
+    """Markdown table of :func:`benchmark_detectors`, relative to the last
+    detector, and the goal that the first is no slower than the last."""
+    rows = result['rows']
+    base = rows[-1]['iter_s']
+    lines = [
+        f'Device: {result["device"]}, {result["threads"]} threads; '
+        f'batch {shape_str(result["shape"])}.', '',
+        '| Detector | Train iteration (s) | Relative time |', '|---|---:|---:|'
+    ]
+    for row in rows:
+        lines.append(f'| {row["name"]} | {row["iter_s"]:.2f} | '
+                     f'{row["iter_s"] / base:.2f} |')
+    goals = []
+    if len(rows) > 1:
+        ratio = rows[0]['iter_s'] / base
+        goals.append((f'{rows[0]["name"]} iteration no slower than '
+                      f'{rows[-1]["name"]}', f'{ratio:.2f}x', ratio <= 1.0))
+    return '\n'.join(lines + [''] + _goal_lines(goals))
+
