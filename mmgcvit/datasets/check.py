@@ -384,7 +384,8 @@ def check_dataset(config, split='train', out_dir=None, show_number=4,
             or ``mmseg``) selects the checks.
         split: ``'train'``, ``'val'`` or ``'test'``.
         out_dir: where to write the painted ground truth PNGs; None: none.
-        show_number: how many images to paint (problematic ones first).
+        show_number: images to paint per dataset (problematic ones first;
+            each part of a ConcatDataset counts as one dataset).
         cfg_options: dict merged into the config.
 
     Returns:
