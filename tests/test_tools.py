@@ -55,18 +55,18 @@ pipeline_test = [
 ]
 train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo,
+    dataset=dict(data_root=data_root, metainfo=metainfo, indices=4,
                  pipeline=pipeline_train))
 val_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo,
+    dataset=dict(data_root=data_root, metainfo=metainfo, indices=4,
                  pipeline=pipeline_test))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 train_cfg = dict(max_epochs=1, val_interval=1)
 param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False,
-                        begin=0, end=4)]
+                        begin=0, end=2)]
 default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(interval=1))
 """
@@ -106,7 +106,7 @@ train_dataloader = dict(
     dataset=dict(data_root='{root}', pipeline=pipeline_train))
 val_dataloader = dict(
     batch_size=1, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root='{root}', pipeline=pipeline_test))
+    dataset=dict(data_root='{root}', indices=4, pipeline=pipeline_test))
 test_dataloader = val_dataloader
 train_cfg = dict(max_iters=4, val_interval=4)
 default_hooks = dict(logger=dict(interval=1),
