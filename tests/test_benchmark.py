@@ -1,0 +1,141 @@
+"""Benchmark tools: they run end to end on tiny shapes, their memory
+measurement and goal bookkeeping are right, and the fused and reference
+attention paths they compare compute the same function."""
+import json
+import math
+import os
+import os.path as osp
+import re
+import runpy
+
+import pytest
+import torch
+
+from mmgcvit.utils import benchmark
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOOLS = osp.join(REPO, 'tools', 'analysis_tools')
+TINY = '1x3x64x96'
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch):
+    # The tools' default configs are repository-relative paths.
+    monkeypatch.chdir(REPO)
+
+
+def _run_tool(name, argv, monkeypatch):
+    monkeypatch.setattr('sys.argv', [name] + argv)
+    runpy.run_path(osp.join(TOOLS, name), run_name='__main__')
+
+
+def _table_rows(text):
+    """Cells of the Markdown table rows that follow the header line."""
+    lines = [line for line in text.splitlines() if line.startswith('|')]
+    return [[cell.strip() for cell in line.strip('|').split('|')]
+            for line in lines[2:]]
+
+
+def test_peak_memory_counts_a_transient_allocation():
+    size_mib = 64
+
+    def allocate():
+        block = torch.ones(size_mib * 2**18)  # float32: 4 bytes each
+        del block
+        torch.ones(2**18)
+
+    peak = benchmark.peak_memory_mib(allocate, torch.device('cpu'))
+    assert size_mib <= peak < size_mib + 4
+
+
+def test_goals_pass_and_fail_marks():
+    shape = [2, 3, 8, 8]
+
+    def row(role, forward_s, train_s, mib):
+        return dict(name=role, role=role, shape=shape, forward_s=forward_s,
+                    train_s=train_s, train_peak_mib=mib)
+
+    result = dict(rows=[
+        row('fused', 1.0, 1.0, 100.0),
+        row('reference', 3.0, 1.5, 200.0),
+        row('cp', 1.2, 1.5, 50.0),
+    ])
+    marks = {text.split(' >=')[0].split(' <=')[0]: ok
+             for text, _, ok in benchmark.backbone_goals(result)}
+    assert marks == {
+        'fused forward speedup at 2×3×8×8': True,
+        'fused forward+backward speedup at 2×3×8×8': False,
+        'fused peak training memory at 2×3×8×8': True,
+        'with_cp memory saving at 2×3×8×8': True,
+        'with_cp slowdown at 2×3×8×8': False,
+    }
+
+
+def test_bad_shape_names_the_format():
+    with pytest.raises(Exception, match='NxCxHxW'):
+        benchmark.parse_shape('3x64x96')
+
+
+def test_fused_and_reference_paths_agree():
+    variants = {v.role: v for v in benchmark.default_variants(
+        gcvit_arch='xxtiny')}
+    fused = benchmark.build_backbone(variants['fused'].backbone_cfg())
+    reference = benchmark.build_backbone(
+        variants['reference'].backbone_cfg())
+    reference.load_state_dict(fused.state_dict())
+    fused.eval()
+    reference.eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        outs = list(zip(fused(x), reference(x)))
+    assert len(outs) == 4
+    for out_fused, out_ref in outs:
+        scale = out_ref.abs().max()
+        assert (out_fused - out_ref).abs().max() <= 1e-5 * scale
+
+
+def test_backbone_tool_end_to_end(tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'bench.json'
+    _run_tool('benchmark_backbone.py', [
+        '--shapes', TINY, '--repeats', '1', '--warmup', '0', '--arch',
+        'xxtiny', '--device', 'cpu', '--out',
+        str(out)
+    ], monkeypatch)
+    text = capsys.readouterr().out
+    header = [line for line in text.splitlines() if line.startswith('| ')][0]
+    assert [c.strip() for c in header.strip('|').split('|')] == [
+        'Backbone', 'Input', 'GFLOPs', 'Forward (s)',
+        'Forward GFLOP/s (% of matmul)', 'Fwd+bwd (s)',
+        'Peak train memory (MiB)'
+    ]
+    rows = _table_rows(text)
+    assert [r[0] for r in rows] == [
+        'GC ViT-xxtiny fused', 'GC ViT-xxtiny reference',
+        'GC ViT-xxtiny fused, with_cp', 'Swin-T (mmdet)'
+    ]
+    for cells in rows:
+        assert cells[1] == '1×3×64×96'
+        numbers = [float(c) for c in cells[2:4] + cells[5:]]
+        numbers.append(float(cells[4].split()[0]))
+        assert all(math.isfinite(n) and n > 0 for n in numbers), cells
+    # The three GC ViT variants compute the same math: one FLOP count.
+    assert len({r[2] for r in rows[:3]}) == 1
+    assert len(re.findall(r'^- (PASS|FAIL): ', text, re.M)) == 5
+    saved = json.loads(out.read_text())
+    assert len(saved['rows']) == 4 and saved['matmul_gflops'] > 0
+    assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
+
+
+def test_detector_tool_end_to_end(monkeypatch, capsys):
+    _run_tool('benchmark_detector.py', [
+        '--shape', '1x3x64x64', '--repeats', '1', '--warmup', '0',
+        '--device', 'cpu'
+    ], monkeypatch)
+    text = capsys.readouterr().out
+    rows = _table_rows(text)
+    assert [r[0] for r in rows] == ['Mask R-CNN GC ViT-T', 'Mask R-CNN Swin-T']
+    seconds = [float(r[1]) for r in rows]
+    assert all(math.isfinite(s) and s > 0 for s in seconds)
+    assert float(rows[1][2]) == 1.0
+    assert re.search(r'^- (PASS|FAIL): Mask R-CNN GC ViT-T iteration', text,
+                     re.M)
