@@ -133,9 +133,11 @@ def test_detector_tool_end_to_end(monkeypatch, capsys):
     ], monkeypatch)
     text = capsys.readouterr().out
     rows = _table_rows(text)
-    assert [r[0] for r in rows] == ['Mask R-CNN GC ViT-T', 'Mask R-CNN Swin-T']
+    assert [r[0] for r in rows] == [
+        'mask-rcnn_gcvit-t_fpn_1x_coco', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco'
+    ]
     seconds = [float(r[1]) for r in rows]
     assert all(math.isfinite(s) and s > 0 for s in seconds)
     assert float(rows[1][2]) == 1.0
-    assert re.search(r'^- (PASS|FAIL): Mask R-CNN GC ViT-T iteration', text,
+    assert re.search(r'^- (PASS|FAIL): mask-rcnn_gcvit-t_fpn_1x_coco iteration', text,
                      re.M)

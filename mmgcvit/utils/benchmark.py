@@ -52,6 +52,11 @@ def load_config(path):
     return Config.fromfile(path)
 
 
+def config_name(path):
+    """A config's file name without directory and extension."""
+    return os.path.splitext(os.path.basename(path.split('::')[-1]))[0]
+
+
 def _without_pretrained(model_cfg):
     """Drop every ``init_cfg`` so building never downloads weights."""
     model_cfg = copy.deepcopy(model_cfg)
@@ -378,7 +383,7 @@ def profile_forward(model, x, row_limit=20):
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities) as prof:
         run()
-    sort_by = ('self_cuda_time_total'
+    sort_by = ('self_device_time_total'
                if x.device.type == 'cuda' else 'self_cpu_time_total')
     return prof.key_averages().table(sort_by=sort_by, row_limit=row_limit)
 
