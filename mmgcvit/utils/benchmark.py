@@ -19,7 +19,7 @@ import os
 import statistics
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -65,6 +65,19 @@ def _without_pretrained(model_cfg):
             part.pop('init_cfg', None)
     model_cfg.pop('init_cfg', None)
     return model_cfg
+
+
+@contextmanager
+def quiet_logger(level):
+    """Raise mmengine's current logger to ``level`` for a block, so that a
+    report is not buried in per-parameter / per-op log lines."""
+    logger = MMLogger.get_current_instance()
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _import_models():
@@ -229,10 +242,18 @@ def peak_memory_mib(fn, device):
 
 
 def model_gflops(model, shape, device):
-    """Forward GFLOPs (2 x multiply-adds) from the project's complexity
-    tool, on a batch of ``shape``."""
-    from .complexity import count_macs
-    return 2 * count_macs(model, torch.zeros(shape, device=device)) / 1e9
+    """Forward GFLOPs (2 x the multiply-adds mmengine's counter reports) on
+    a batch of ``shape``."""
+    from mmengine.analysis import get_model_complexity_info
+    model.eval()
+    # The counter warns about every op it does not count (norms, adds...).
+    with torch.no_grad(), quiet_logger(logging.ERROR):
+        info = get_model_complexity_info(
+            model,
+            inputs=(torch.zeros(shape, device=device), ),
+            show_table=False,
+            show_arch=False)
+    return 2 * info['flops'] / 1e9
 
 
 def _cached_gflops(cache, cfg, shape, device):
@@ -397,15 +418,9 @@ def _optim_wrapper(model, cfg, device):
     optim_cfg.pop('loss_scale', None)
     if device.type == 'cuda':
         optim_cfg['loss_scale'] = 'dynamic'
-    # paramwise_cfg logs one line per parameter option; keep the report
-    # readable.
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
+    # paramwise_cfg logs one line per parameter option.
+    with quiet_logger(logging.WARNING):
         return build_optim_wrapper(model, optim_cfg)
-    finally:
-        logger.setLevel(level)
 
 
 def demo_batch(shape, num_classes=80, boxes_per_image=5, seed=0):
