@@ -98,9 +98,9 @@ class Variant:
     role: str = ''  # 'fused', 'reference', 'cp' or '' (goal bookkeeping)
 
     def backbone_cfg(self):
-        cfg = _without_pretrained(
-            dict(backbone=load_config(self.config).model.backbone))
-        return dict(cfg['backbone'], **self.overrides)
+        cfg = copy.deepcopy(load_config(self.config).model.backbone)
+        cfg.pop('init_cfg', None)
+        return dict(cfg, **self.overrides)
 
 
 def default_variants(gcvit_config=GCVIT_DET_CONFIG,
@@ -128,15 +128,14 @@ def build_backbone(cfg, device='cpu', seed=0):
     return MODELS.build(copy.deepcopy(cfg)).to(device)
 
 
-def build_detector(config, device='cpu', seed=0, backbone_overrides=None):
-    """Build a detector from a config file without pretrained weights."""
+def build_detector(config, device='cpu', seed=0):
+    """Build a detector from a config file without pretrained weights;
+    returns the model and the config."""
     _import_models()
     from mmdet.registry import MODELS
     cfg = load_config(config)
-    model_cfg = _without_pretrained(cfg.model)
-    model_cfg['backbone'].update(backbone_overrides or {})
     torch.manual_seed(seed)
-    return MODELS.build(model_cfg).to(device), cfg
+    return MODELS.build(_without_pretrained(cfg.model)).to(device), cfg
 
 
 def autocast(device):
