@@ -1,0 +1,3 @@
+from .backbones import GCViT
+
+__all__ = ['GCViT']

@@ -1,0 +1,3 @@
+from .gcvit import GCViT
+
+__all__ = ['GCViT']
