@@ -8,6 +8,7 @@ bicubic-resized to the model's windows.
 import argparse
 import os
 import re
+import tempfile
 
 import torch
 import torch.nn.functional as F
@@ -242,3 +243,21 @@ def convert_checkpoint(path):
     meta = dict(infer_arch(state_dict), source_format=source,
                 source=os.path.basename(path))
     return dict(state_dict=state_dict, meta=meta)
+
+
+def save_converted(src, dst):
+    """Convert ``src`` and write it to ``dst`` atomically (a temporary file
+    in the same folder renamed over ``dst``): on failure no file is left."""
+    converted = convert_checkpoint(src)
+    folder = os.path.dirname(os.path.abspath(dst))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp',
+                               prefix=os.path.basename(dst) + '.')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(converted, f)
+        os.replace(tmp, dst)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return converted['meta']

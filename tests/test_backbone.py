@@ -1,0 +1,324 @@
+"""GCViT backbone: architecture (against timm), dense shapes, training
+features, fused vs reference attention, validation and registries."""
+import math
+
+import pytest
+import timm
+import torch
+
+import mmgcvit  # noqa: F401  (registers GCViT)
+from mmgcvit.models import GCViT
+from mmgcvit.models.backbones.gcvit import (ARCH_SETTINGS,
+                                            GlobalWindowAttention,
+                                            LocalWindowAttention)
+
+# Small custom arch for the expensive shapes: both block kinds per stage.
+TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def table_params(model):
+    return sum(m.relative_position_bias_table.numel() for m in model.modules()
+               if isinstance(m, (LocalWindowAttention, GlobalWindowAttention)))
+
+
+@pytest.mark.parametrize('arch,timm_name', [
+    ('xxtiny', 'gcvit_xxtiny'), ('xtiny', 'gcvit_xtiny'),
+    ('tiny', 'gcvit_tiny'), ('small', 'gcvit_small'), ('base', 'gcvit_base')
+])
+def test_param_count_matches_timm(arch, timm_name):
+    timm_model = timm.create_model(timm_name, pretrained=False)
+    trunk = sum(
+        p.numel() for k, p in timm_model.named_parameters()
+        if not k.startswith('head.') and not k.startswith('stages.3.norm.'))
+    model = GCViT(arch=arch)
+    output_norms = sum(2 * d for d in model.num_features)
+    assert n_params(model) == trunk + output_norms
+    # Window 24: only the bias tables grow, by exactly their size.
+    model24 = GCViT(arch=arch, window_size=24)
+    heads = sum(d * h for d, h in zip(model.arch_settings['depths'],
+                                      model.arch_settings['num_heads']))
+    assert table_params(model24) == 47**2 * heads
+    assert n_params(model24) - n_params(model) == \
+        table_params(model24) - table_params(model)
+
+
+def test_tiny_param_counts_as_published():
+    assert n_params(GCViT(arch='tiny')) == 27_709_870
+    assert n_params(GCViT(arch='tiny', window_size=24)) == 28_142_910
+
+
+@pytest.mark.parametrize('alias,name', [('XXT', 'xxtiny'), ('xx-tiny', 'xxtiny'),
+                                        ('xx_tiny', 'xxtiny'), ('T', 'tiny'),
+                                        ('Small', 'small'), ('s2', 'small2'),
+                                        ('L-384', 'large-384')])
+def test_arch_aliases(alias, name):
+    settings = ARCH_SETTINGS[name]
+    model = GCViT(arch=alias)
+    assert model.embed_dims == settings['embed_dims']
+    assert model.arch_settings['depths'] == settings['depths']
+    assert model.pretrained_window_size == settings['pretrained_window_size']
+
+
+@pytest.mark.parametrize('arch,window,blocks,pooled', [
+    ('xxtiny', None, (3, 2, 1, 1), (True, True, False, False)),
+    ('xxtiny', 24, (3, 2, 1, 1), (True, True, True, False)),
+    # 384 / 24 = 16 = stage-3 resolution at 384: the window matches it.
+    ('large-384', 24, (3, 2, 1, 1), (True, True, False, False)),
+    ('large-512', None, (3, 2, 1, 1), (True, True, False, False)),
+])
+def test_global_query_chain_follows_pretraining_geometry(
+        arch, window, blocks, pooled):
+    model = GCViT(arch=arch, window_size=window)
+    for level, n, pool in zip(model.levels, blocks, pooled):
+        chain = level.q_global_gen.to_q_global
+        assert len(chain) == n
+        assert all(isinstance(b.pool, torch.nn.MaxPool2d) == pool
+                   for b in chain)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(arch='huge'), "use one of"),
+    (dict(arch=dict(TINY, num_heads=(1, 2, 2))), 'num_heads'),
+    (dict(arch=dict(TINY, num_heads=(3, 2, 2, 4))), 'not divisible'),
+    (dict(arch=dict(TINY, depth=(2, 2, 2, 2))), 'unknown keys'),
+    (dict(arch=TINY, window_size=(7, 7, 14)), 'window_size'),
+    (dict(arch=TINY, pretrained_window_size=(6, 7, 14, 7)),
+     'not a power of two'),
+    (dict(arch=TINY, pretrain_img_size=200), 'multiple of 32'),
+    (dict(arch=TINY, frozen_stages=5), 'frozen_stages'),
+    (dict(arch=TINY, out_indices=(0, 4)), 'out_indices'),
+])
+def test_bad_config_raises_naming_the_problem(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GCViT(**kwargs)
+
+
+def test_unknown_arch_lists_valid_names():
+    with pytest.raises(ValueError) as info:
+        GCViT(arch='medium')
+    for name in ARCH_SETTINGS:
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize('shape', [(1, 3, 31, 64), (2, 3, 64), (1, 4, 64, 64)])
+def test_bad_input_raises(shape):
+    model = GCViT(arch=TINY)
+    with pytest.raises(ValueError, match=r'\(N, 3, H>=32, W>=32\)') as info:
+        model(torch.zeros(shape))
+    assert str(tuple(shape)) in str(info.value)
+
+
+def expected_sizes(h, w):
+    return [(math.ceil(h / 2**(i + 2)), math.ceil(w / 2**(i + 2)))
+            for i in range(4)]
+
+
+@pytest.mark.parametrize('size', [(800, 1216), (512, 512), (333, 517),
+                                  (64, 64), (32, 45)])
+def test_dense_shapes_and_per_image_global_queries(size):
+    torch.manual_seed(0)
+    model = GCViT(arch=TINY, window_size=24).eval()
+    model.init_weights()
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        outs = model(x)
+        single = model(x[1:])
+    assert [o.shape[1] for o in outs] == [16, 32, 64, 128]
+    assert [tuple(o.shape[-2:]) for o in outs] == expected_sizes(*size)
+    # Batch of two = each image alone: global queries stay with their image.
+    for o, s in zip(outs, single):
+        assert o.shape[0] == 2
+        assert torch.allclose(o[1:], s, atol=1e-5, rtol=1e-4)
+
+
+def test_real_arch_dense_odd_size():
+    model = GCViT(arch='xxtiny', window_size=24, out_indices=(1, 3)).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 333, 517))
+    sizes = expected_sizes(333, 517)
+    assert [tuple(o.shape) for o in outs] == [(1, 128, *sizes[1]),
+                                             (1, 512, *sizes[3])]
+
+
+def test_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    model = GCViT(arch=dict(TINY, layer_scale=1e-5), window_size=(8, 4, 4, 2),
+                  pretrained_window_size=(4, 4, 4, 2), pretrain_img_size=64)
+    model.init_weights()
+    model.train()
+    sum(o.square().mean() for o in model(torch.randn(2, 3, 70, 90))).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert param.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize('frozen', [-1, 0, 1, 2, 3, 4])
+def test_frozen_stages(frozen):
+    model = GCViT(arch=TINY, frozen_stages=frozen)
+    model.train()
+    frozen_prefixes = (['patch_embed.'] if frozen >= 0 else []) + [
+        p for i in range(max(frozen, 0)) for p in (f'levels.{i}.', f'norm{i}.')
+    ]
+    for name, param in model.named_parameters():
+        assert param.requires_grad != name.startswith(
+            tuple(frozen_prefixes)), name
+    for name, module in model.named_modules():
+        if name:
+            assert module.training != f'{name}.'.startswith(
+                tuple(frozen_prefixes)), name
+    out = model(torch.randn(1, 3, 64, 64))
+    if frozen < 4:
+        sum(o.sum() for o in out).backward()
+
+
+def saved_tensor_bytes(model, x):
+    """Bytes of the distinct storages autograd saves for backward."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    return out, sum(storages.values())
+
+
+def test_with_cp_same_results_less_memory():
+    x = torch.randn(2, 3, 96, 96)
+    results = {}
+    for with_cp in (False, True):
+        torch.manual_seed(0)
+        model = GCViT(arch=TINY, with_cp=with_cp, drop_path_rate=0.)
+        model.init_weights()
+        model.train()
+        outs, saved = saved_tensor_bytes(model, x)
+        sum(o.square().sum() for o in outs).backward()
+        grads = {k: p.grad for k, p in model.named_parameters()}
+        results[with_cp] = (outs, saved, grads)
+    (outs0, saved0, grads0), (outs1, saved1, grads1) = results[False], results[
+        True]
+    for a, b in zip(outs0, outs1):
+        assert torch.allclose(a, b, atol=1e-6)
+    for k in grads0:
+        assert torch.allclose(grads0[k], grads1[k], atol=1e-6, rtol=1e-5), k
+    assert saved1 < saved0 / 2
+
+
+def clone_attention(cls, fused, dim=32, heads=4, window=7):
+    torch.manual_seed(0)
+    return cls(dim, heads, window, fused_attn=fused)
+
+
+@pytest.mark.parametrize('cls', [LocalWindowAttention, GlobalWindowAttention])
+def test_fused_matches_reference_attention(cls):
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 49, 32)
+    q_global = torch.randn(2, 1, 4, 49, 8)
+    results = []
+    for fused in (True, False):
+        attn = clone_attention(cls, fused)
+        xi, qi = x.clone().requires_grad_(), q_global.clone().requires_grad_()
+        out = attn(xi, qi)
+        out.square().sum().backward()
+        results.append((out, xi.grad, qi.grad,
+                        [p.grad for p in attn.parameters()]))
+    (o0, gx0, gq0, gp0), (o1, gx1, gq1, gp1) = results
+    assert rel_err(o0, o1) < 1e-5
+    assert rel_err(gx0, gx1) < 1e-5
+    if cls is GlobalWindowAttention:
+        assert rel_err(gq0, gq1) < 1e-5
+    for a, b in zip(gp0, gp1):
+        assert rel_err(a, b) < 1e-5
+
+
+def test_fused_matches_reference_stage():
+    x = torch.randn(2, 3, 60, 44)
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = GCViT(arch=TINY, fused_attn=fused, window_size=(8, 8, 4, 2),
+                      drop_path_rate=0.)
+        model.init_weights()
+        stage = model.levels[0]
+        xi = x.clone().requires_grad_()
+        feat = model.patch_embed(xi)
+        nxt, out = stage(feat)
+        (out.square().sum() + nxt.square().sum()).backward()
+        results.append((out, xi.grad, [p.grad for p in stage.parameters()]))
+    (o0, g0, p0), (o1, g1, p1) = results
+    assert rel_err(o0, o1) < 1e-5
+    assert rel_err(g0, g1) < 1e-5
+    for a, b in zip(p0, p1):
+        assert rel_err(a, b) < 1e-5
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('fused', [True, False])
+def test_autocast_forward_is_finite(dtype, fused):
+    torch.manual_seed(0)
+    model = GCViT(arch=TINY, fused_attn=fused).eval()
+    model.init_weights()
+    with torch.no_grad(), torch.autocast('cpu', dtype=dtype):
+        outs = model(torch.randn(1, 3, 64, 64) * 50)
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+def test_attention_dropout_in_both_paths():
+    x = torch.randn(1, 2, 49, 32)
+    for fused in (True, False):
+        attn = LocalWindowAttention(32, 4, 7, attn_drop=0.5, fused_attn=fused)
+        attn.train()
+        assert not torch.equal(attn(x), attn(x))
+        attn.eval()
+        assert torch.equal(attn(x), attn(x))
+
+
+def test_bias_cache_refreshes():
+    attn = LocalWindowAttention(32, 4, 7).eval()
+    with torch.no_grad():
+        first = attn.relative_position_bias()
+        assert attn.relative_position_bias() is first
+        state = attn.state_dict()
+        state['relative_position_bias_table'] = torch.ones(169, 4)
+        attn.load_state_dict(state)
+        assert torch.equal(attn.relative_position_bias(), torch.ones(4, 49,
+                                                                     49))
+    attn.train()
+    assert attn._bias_cache is None
+    bias = attn.relative_position_bias()
+    assert bias.requires_grad and attn._bias_cache is None
+
+
+def test_relative_position_index_not_in_state_dict():
+    keys = GCViT(arch=TINY).state_dict().keys()
+    assert not any('relative_position_index' in k for k in keys)
+    assert 'levels.0.blocks.1.attn.relative_position_bias_table' in keys
+    assert 'patch_embed.conv_down.conv.2.fc.0.weight' in keys
+    assert 'levels.0.q_global_gen.to_q_global.2.conv.3.weight' in keys
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_registries_build(scope):
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    model = registry.build(dict(type='GCViT', arch='xxtiny'))
+    assert isinstance(model, GCViT)
+
+
+def test_default_init_is_official_scheme():
+    model = GCViT(arch=TINY)
+    model.init_weights()
+    qkv = model.levels[0].blocks[0].attn.qkv
+    assert qkv.bias.abs().sum() == 0
+    assert 0.015 < qkv.weight.std() < 0.025
+    assert torch.equal(model.norm0.weight, torch.ones(16))
+    table = model.levels[0].blocks[0].attn.relative_position_bias_table
+    assert 0.01 < table.std() < 0.03
