@@ -7,6 +7,7 @@ bicubic-resized to the model's windows.
 """
 import argparse
 import os
+import pickle
 import re
 import tempfile
 
@@ -35,25 +36,38 @@ class CheckpointFormatError(ValueError):
 def read_checkpoint(path):
     """The raw object stored in ``path`` (``.safetensors``, ``.pth``,
     ``.pth.tar``, or a URL / ``open-mmlab://`` name CheckpointLoader knows)."""
-    local = '://' not in str(path)
-    if local and not os.path.isfile(path):
+    path = str(path)
+    if '://' not in path and not os.path.isfile(path):
         raise FileNotFoundError(
             f'GC ViT checkpoint {path!r} does not exist: fix the path '
             '(init_cfg.checkpoint or the converter argument).')
     try:
-        if str(path).endswith('.safetensors'):
+        if path.endswith('.safetensors'):
             from safetensors.torch import load_file
             return load_file(path, device='cpu')
         # NVlabs checkpoints pickle the training arguments (an
         # argparse.Namespace); allow that one type and keep weights_only on.
         with torch.serialization.safe_globals([argparse.Namespace]):
             return CheckpointLoader.load_checkpoint(path, map_location='cpu')
-    except Exception as err:  # torch / zipfile / safetensors raise many types
-        message = str(err).strip().splitlines()[0] if str(err) else ''
+    except pickle.UnpicklingError as err:
+        if 'weights_only' not in str(err).lower():
+            raise _unreadable(path, err) from err
         raise CheckpointFormatError(
-            f'Cannot read GC ViT checkpoint {path!r} ({type(err).__name__}: '
-            f'{message}): the file is truncated or corrupt; download or '
-            'convert it again.') from err
+            f'GC ViT checkpoint {path!r} pickles Python objects besides '
+            'tensors, which torch refuses to load safely (weights_only): if '
+            'you trust its source, re-save just its weights with '
+            "torch.save(torch.load(PATH, weights_only=False)['state_dict'], "
+            'NEW_PATH) and load NEW_PATH.') from err
+    except Exception as err:  # torch / zipfile / safetensors raise many types
+        raise _unreadable(path, err) from err
+
+
+def _unreadable(path, err):
+    message = str(err).strip().splitlines()[0] if str(err) else ''
+    return CheckpointFormatError(
+        f'Cannot read GC ViT checkpoint {path!r} ({type(err).__name__}: '
+        f'{message}): the file is truncated or corrupt; download or convert '
+        'it again.')
 
 
 def _unwrap(obj):
