@@ -55,10 +55,10 @@ def test_tiny_param_counts_as_published():
     assert n_params(GCViT(arch='tiny', window_size=24)) == 28_142_910
 
 
-@pytest.mark.parametrize('alias,name', [('XXT', 'xxtiny'), ('xx-tiny', 'xxtiny'),
-                                        ('xx_tiny', 'xxtiny'), ('T', 'tiny'),
-                                        ('Small', 'small'), ('s2', 'small2'),
-                                        ('L-384', 'large-384')])
+@pytest.mark.parametrize('alias,name', [
+    ('XXT', 'xxtiny'), ('xx-tiny', 'xxtiny'), ('xx_tiny', 'xxtiny'),
+    ('T', 'tiny'), ('Small', 'small'), ('s2', 'small2'), ('L-384', 'large-384')
+])
 def test_arch_aliases(alias, name):
     settings = ARCH_SETTINGS[name]
     model = GCViT(arch=alias)

@@ -49,8 +49,7 @@ ARCH_SETTINGS['large-384'] = _preset('large', 384, (12, 12, 24, 12))
 ARCH_SETTINGS['large-512'] = _preset('large', 512, (16, 16, 32, 16))
 
 ARCH_ALIASES = {
-    'xxt': 'xxtiny', 'xx-tiny': 'xxtiny', 'xx_tiny': 'xxtiny',
-    'xt': 'xtiny', 'x-tiny': 'xtiny', 'x_tiny': 'xtiny',
+    'xxt': 'xxtiny', 'xx-tiny': 'xxtiny', 'xt': 'xtiny', 'x-tiny': 'xtiny',
     't': 'tiny', 't2': 'tiny2', 'tiny-2': 'tiny2',
     's': 'small', 's2': 'small2', 'small-2': 'small2',
     'b': 'base', 'l': 'large',
@@ -68,7 +67,7 @@ def resolve_arch(arch):
     """
     if isinstance(arch, str):
         key = arch.lower().replace('_', '-')
-        key = ARCH_ALIASES.get(key, ARCH_ALIASES.get(arch.lower(), key))
+        key = ARCH_ALIASES.get(key, key)
         if key not in ARCH_SETTINGS:
             raise ValueError(
                 f'Unknown GCViT arch {arch!r}: use one of '
@@ -365,8 +364,8 @@ class GCViTBlock(nn.Module):
         super().__init__()
         self.window_size = window_size
         self.norm1 = build_norm_layer(norm_cfg, dim)[1]
-        attn_cls = GlobalWindowAttention if use_global else LocalWindowAttention
-        self.attn = attn_cls(dim, num_heads, window_size, qkv_bias, attn_drop,
+        attn = GlobalWindowAttention if use_global else LocalWindowAttention
+        self.attn = attn(dim, num_heads, window_size, qkv_bias, attn_drop,
                              drop, fused_attn)
         self.drop_path = DropPath(drop_path)
         self.norm2 = build_norm_layer(norm_cfg, dim)[1]
@@ -543,8 +542,8 @@ class GCViT(BaseModule):
                     drop=drop_rate, attn_drop=attn_drop_rate,
                     fused_attn=fused_attn))
         for i in self.out_indices:
-            self.add_module(f'norm{i}',
-                            build_norm_layer(norm_cfg, self.num_features[i])[1])
+            norm = build_norm_layer(norm_cfg, self.num_features[i])[1]
+            self.add_module(f'norm{i}', norm)
         self._freeze_stages()
 
     def _frozen_modules(self):
@@ -589,7 +588,6 @@ class GCViT(BaseModule):
                 "init_cfg=dict(type='Pretrained', checkpoint=PATH).")
         load_pretrained(self, self.init_cfg['checkpoint'],
                         prefix=self.init_cfg.get('prefix'))
-        self._freeze_stages()
 
     def forward(self, x):
         if x.dim() != 4 or x.shape[1] != self.in_channels \

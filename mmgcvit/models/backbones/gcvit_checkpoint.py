@@ -23,9 +23,8 @@ _WEIGHT_KEYS = ('state_dict', 'state_dict_ema', 'model', 'module')
 # Keys of a whole detector / segmentor besides `backbone.`.
 _MODEL_PARTS = ('neck.', 'rpn_head.', 'roi_head.', 'bbox_head.', 'mask_head.',
                 'decode_head.', 'auxiliary_head.', 'data_preprocessor.')
-_TIMM_MBCONV = {'conv_block.conv_dw': 'conv.0', 'conv_block.se.fc1': 'conv.2.fc.0',
-                'conv_block.se.fc2': 'conv.2.fc.2', 'conv_block.conv_pw': 'conv.3',
-                'conv_dw': 'conv.0', 'se.fc1': 'conv.2.fc.0',
+# timm's MbConvBlock layers -> positions in the NVlabs `conv` Sequential.
+_TIMM_MBCONV = {'conv_dw': 'conv.0', 'se.fc1': 'conv.2.fc.0',
                 'se.fc2': 'conv.2.fc.2', 'conv_pw': 'conv.3'}
 
 
@@ -103,6 +102,7 @@ def _from_timm(state_dict):
         new = re.sub(r'^stages\.', 'levels.', new)
         new = new.replace('attn.rel_pos.', 'attn.')
         new = new.replace('ls1.gamma', 'gamma1').replace('ls2.gamma', 'gamma2')
+        new = new.replace('.conv_block.', '.')  # down-samplers' MbConv
         for timm_name, name in _TIMM_MBCONV.items():
             new = new.replace(f'.{timm_name}.', f'.{name}.')
         if '.conv.2.fc.' in new:  # timm's SE uses 1x1 convs, NVlabs Linear
