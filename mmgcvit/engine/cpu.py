@@ -5,8 +5,10 @@ machine three things break in the stock stack: mmengine's ``pytorch``
 launcher calls ``torch.cuda.set_device`` in every process, the ``Runner``
 wraps the model in DDP with ``device_ids`` set (torch wants ``None`` for CPU
 modules), torch's SyncBatchNorm refuses CPU tensors in a process group, and
-mmengine's ``AmpOptimWrapper`` asserts a GPU. ``setup_cpu_fallbacks`` adapts
-a config so the same commands run there; with a GPU it changes nothing.
+mmengine's ``AmpOptimWrapper`` asserts a GPU (``CPUAmpOptimWrapper`` from
+``mmgcvit.engine.amp`` autocasts on the CPU instead). ``setup_cpu_fallbacks``
+adapts a config so the same commands run there; with a GPU it changes
+nothing.
 """
 import copy
 import logging
@@ -15,6 +17,8 @@ import mmengine.dist.utils as mm_dist_utils
 import torch
 import torch.distributed as torch_dist
 from mmengine.logging import print_log
+
+from .amp import CPUAmpOptimWrapper
 
 _original_init_dist_pytorch = mm_dist_utils._init_dist_pytorch
 
@@ -42,8 +46,8 @@ def _sync_bn_to_bn(node):
 def setup_cpu_fallbacks(cfg):
     """Adapt ``cfg`` in place for a run without CUDA; no-op with CUDA.
 
-    - ``AmpOptimWrapper`` becomes the fp32 ``OptimWrapper`` (mmengine's AMP
-      wrapper only runs on accelerators).
+    - ``AmpOptimWrapper`` becomes ``CPUAmpOptimWrapper`` (mmengine's AMP
+      wrapper only runs on accelerators; see ``mmgcvit.engine.amp``).
     - Distributed runs: the ``pytorch`` launcher initialises gloo without
       binding a GPU, DDP gets ``device_ids=None``, and SyncBN layers become
       BN. Each process keeps its per-process batch, so the effective batch
@@ -54,12 +58,14 @@ def setup_cpu_fallbacks(cfg):
     optim_wrapper = cfg.get('optim_wrapper')
     if optim_wrapper is not None and \
             optim_wrapper.get('type') == 'AmpOptimWrapper':
-        optim_wrapper['type'] = 'OptimWrapper'
-        for key in ('loss_scale', 'dtype', 'use_fsdp'):
-            optim_wrapper.pop(key, None)
+        optim_wrapper['type'] = CPUAmpOptimWrapper.__name__
+        dtype = optim_wrapper.get('dtype') or 'bfloat16 (CPU default)'
         print_log(
-            'No CUDA device: mixed precision (AmpOptimWrapper) needs a GPU; '
-            'training in fp32 with OptimWrapper.', logger='current', level=logging.WARNING)
+            'No CUDA device: mixed precision with CPUAmpOptimWrapper '
+            f'(torch.autocast on CPU, dtype {dtype}, loss_scale '
+            f"{optim_wrapper.get('loss_scale', 'dynamic')}) instead of "
+            "mmengine's GPU-only AmpOptimWrapper.", logger='current',
+            level=logging.WARNING)
     if cfg.get('launcher', 'none') == 'none':
         return
     mm_dist_utils._init_dist_pytorch = _init_dist_pytorch_cpu_aware

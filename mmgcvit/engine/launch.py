@@ -8,14 +8,16 @@ import json
 import logging
 import os
 import os.path as osp
-import tempfile
+import sys
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
+from .atomic_checkpoint import atomic_open, install_atomic_checkpoints
 from .cpu import setup_cpu_fallbacks
+from .preflight import PreflightError, PreflightRunner, check_checkpoint_flags
+from .resume import enable_exact_resume
 
 
 def add_common_args(parser):
@@ -38,10 +40,24 @@ def add_common_args(parser):
 
 
 def parse_args_with_common(parser):
-    """Parse, exporting ``LOCAL_RANK`` for launchers that only pass a flag."""
+    """Parse, exporting ``LOCAL_RANK`` for launchers that only pass a flag;
+    from here on a ``PreflightError`` ends the tool with its one-line
+    message (as argparse reports bad flags) instead of a traceback."""
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    sys.excepthook = _one_line_preflight_errors(sys.excepthook, parser.prog)
     return args
+
+
+def _one_line_preflight_errors(excepthook, prog):
+
+    def hook(exc_type, exc, tb):
+        if issubclass(exc_type, PreflightError):
+            print(f'{prog}: error: {exc}', file=sys.stderr)
+        else:
+            excepthook(exc_type, exc, tb)
+
+    return hook
 
 
 def load_config(path,
@@ -51,7 +67,7 @@ def load_config(path,
                 amp=False):
     """Read a config and apply the flags common to training and testing."""
     if not osp.isfile(path):
-        raise FileNotFoundError(
+        raise PreflightError(
             f'config file {path!r} does not exist: pass the path of an '
             'mmdet/mmseg config, e.g. configs/detection/...')
     cfg = Config.fromfile(path)
@@ -66,6 +82,8 @@ def load_config(path,
     if amp:
         enable_amp(cfg)
     setup_cpu_fallbacks(cfg)
+    enable_exact_resume(cfg)
+    install_atomic_checkpoints()
     return cfg
 
 
@@ -91,24 +109,18 @@ def enable_auto_scale_lr(cfg):
 
 
 def build_runner(cfg):
-    """The config's runner (``runner_type``), mmengine's ``Runner`` else."""
+    """The config's runner (``runner_type``), else mmengine's ``Runner`` with
+    pre-flight checks of the data and checkpoints (``PreflightRunner``)."""
+    check_checkpoint_flags(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    return PreflightRunner.from_cfg(cfg)
 
 
 def write_json_atomic(obj, path):
     """Write ``obj`` as JSON so that readers never see a partial file."""
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.json', dir=directory)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(obj, f, indent=2, default=float)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_open(path, 'w') as f:
+        json.dump(obj, f, indent=2, default=float)
 
 
 def enable_tta(cfg):
