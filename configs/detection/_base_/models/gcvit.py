@@ -1,0 +1,22 @@
+# The GC ViT backbone settings shared by the detector bases. Variant configs
+# set `arch`, `drop_path_rate` and `init_cfg.checkpoint`, the official
+# NVlabs ImageNet-1K weights under their release names
+# (https://huggingface.co/nvidia/GCViT: `gcvit_1k_<arch>.pth.tar`).
+# Drop-path: 0.2 for T is the official detection configs' value, which is
+# also T's ImageNet rate. No official S/B (or XXT/XT) detection configs or
+# paper values exist; they keep their ImageNet-1K rates as T does (official
+# model definitions: XXT/XT 0.2, S 0.3, B 0.5), as our ADE20K configs do.
+gcvit_backbone = dict(
+    _delete_=True,
+    type='GCViT',
+    arch='tiny',
+    # Window 24 in every stage, as the official detection backbone (its
+    # relative-position tables give the paper's detector sizes; the ImageNet
+    # 13x13 / 27x27 tables are bicubic-resized to 47x47 on loading).
+    window_size=24,
+    drop_path_rate=0.2,
+    out_indices=(0, 1, 2, 3),
+    frozen_stages=-1,
+    with_cp=False,
+    fused_attn=True,
+    init_cfg=dict(type='Pretrained'))

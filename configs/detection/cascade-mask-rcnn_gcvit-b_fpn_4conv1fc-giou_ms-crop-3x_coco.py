@@ -1,0 +1,6 @@
+_base_ = './_base_/cascade-mask-rcnn_gcvit_fpn_4conv1fc-giou_ms-crop-3x_coco.py'
+checkpoint = 'checkpoints/gcvit_1k_base.pth.tar'
+model = dict(
+    backbone=dict(arch='base', drop_path_rate=0.5,
+                  init_cfg=dict(checkpoint=checkpoint)),
+    neck=dict(in_channels=[128, 256, 512, 1024]))
