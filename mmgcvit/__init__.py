@@ -4,6 +4,7 @@
 config) registers the backbone into mmdet's and mmseg's ``MODELS`` and lets
 torch >= 2.6 load mmengine training checkpoints with ``weights_only``.
 """
+from . import models  # noqa: F401  (registers GCViT)
 from .engine import allow_mmengine_checkpoints
 from .version import __version__
 

@@ -78,4 +78,5 @@ def setup_cpu_fallbacks(cfg):
     _sync_bn_to_bn(cfg.model)
     print_log(
         'No CUDA device: distributed run on CPU with the gloo backend, DDP '
-        'without device_ids, SyncBN replaced by BN.', logger='current', level=logging.WARNING)
+        'without device_ids, SyncBN replaced by BN.', logger='current',
+        level=logging.WARNING)
