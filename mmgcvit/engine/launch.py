@@ -16,6 +16,7 @@ from mmengine.registry import RUNNERS
 
 from .atomic_checkpoint import atomic_open, install_atomic_checkpoints
 from .cpu import setup_cpu_fallbacks
+from .load_report import enable_load_report
 from .preflight import PreflightError, PreflightRunner, check_checkpoint_flags
 from .resume import enable_exact_resume
 
@@ -83,6 +84,7 @@ def load_config(path,
         enable_amp(cfg)
     setup_cpu_fallbacks(cfg)
     enable_exact_resume(cfg)
+    enable_load_report(cfg)
     install_atomic_checkpoints()
     return cfg
 
