@@ -1,0 +1,353 @@
+"""Fine-tuning on your own data, as README's "Train on your own data" does.
+
+For each task a short run of the standard config (COCO Mask R-CNN with 80
+classes, ADE20K UPerNet with 150) gives a checkpoint; generated data with 3
+classes that are neither COCO's nor ADE20K's is laid out as the custom
+configs expect; a copy of each custom config edited as a user would (class
+names, palette, data root) checks it with ``check_dataset``, fine-tunes
+from that checkpoint (``load_from``) and evaluates with ``tools/test.py``:
+the log names the classifier weights that were skipped, and the per-class
+results list exactly the 3 class names. Every run is scaled down by
+``--cfg-options`` only (XXT backbone, 128-pixel images, a few iterations).
+"""
+import json
+import re
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+from test_segmentation_e2e import scaled_down as seg_scaled_down
+from test_tools import last_checkpoint, test_metrics, train
+
+import mmgcvit  # noqa: F401  (weights_only allow-list for torch.load below)
+from mmgcvit.datasets import (check_dataset, generate_coco,
+                              generate_custom_seg)
+from mmgcvit.engine.load_report import compare_state_dicts, format_report
+
+REPO = Path(__file__).resolve().parents[1]
+DET_STANDARD = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
+DET_CUSTOM = REPO / 'configs/detection/mask-rcnn_gcvit-t_fpn_custom-coco.py'
+SEG_STANDARD = (REPO / 'configs/segmentation/'
+                'upernet_gcvit-xxt_8xb2-160k_ade20k-512x512.py')
+SEG_CUSTOM = REPO / 'configs/segmentation/upernet_gcvit-t_custom-seg.py'
+CLASSES = ('widget', 'gadget', 'gizmo')
+PALETTE = [[220, 40, 40], [40, 220, 40], [40, 40, 220]]
+# The class-specific layers of Mask R-CNN / UPerNet.
+DET_CLASSIFIERS = ('roi_head.bbox_head.fc_cls', 'roi_head.bbox_head.fc_reg',
+                   'roi_head.mask_head.conv_logits')
+SEG_CLASSIFIERS = ('decode_head.conv_seg', 'auxiliary_head.conv_seg')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """The trainings run as subprocesses on shared cores."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('OMP_NUM_THREADS', '1')
+        yield
+
+
+def user_config(template, directory, **values):
+    """A copy of ``template`` in ``directory`` with the top-level settings
+    ``values`` edited (what the README asks a user to do), its ``_base_``
+    made absolute."""
+    text = template.read_text().replace(
+        "_base_ = './", f"_base_ = '{template.parent}/")
+    for name, value in values.items():
+        text, count = re.subn(rf'^{name} = .*$', f'{name} = {value!r}', text,
+                              flags=re.M)
+        assert count == 1, f'{template} has no single-line `{name} = ...`'
+    path = Path(directory) / f'{template.stem}_edited.py'
+    path.write_text(text)
+    return path
+
+
+def custom_coco(root, **kwargs):
+    """A generated COCO dataset with CLASSES under the layout of the custom
+    config (``annotations/{train,val}.json``, ``{train,val}/``), made of
+    symlinks to the generator's COCO-named files."""
+    generated = generate_coco(root / 'generated', classes=CLASSES, **kwargs)
+    data_root = root / 'my_dataset'
+    (data_root / 'annotations').mkdir(parents=True)
+    source = generated.data_root
+    for split in ('train', 'val'):
+        (data_root / 'annotations' / f'{split}.json').symlink_to(
+            source / 'annotations' / f'instances_{split}2017.json')
+        (data_root / split).symlink_to(source / f'{split}2017',
+                                       target_is_directory=True)
+    return data_root, generated.counts
+
+
+def det_scaled_down(splits=('train', 'val', 'test'), **overrides):
+    """``--cfg-options`` shrinking a Mask R-CNN config to seconds of CPU:
+    no ImageNet weights, 128-pixel images, 4 images per split in batches of
+    2, fewer proposals, one epoch; keeps every detection so that CocoMetric
+    has something to score."""
+    options = {
+        'model.backbone.init_cfg': None,
+        'model.train_cfg.rpn_proposal.max_per_img': 100,
+        'model.test_cfg.rpn.max_per_img': 100,
+        'model.test_cfg.rcnn.score_thr': 0.0,
+        # coco_instance.py's pipelines: train [2], test [1] is the Resize.
+        'train_dataloader.dataset.pipeline.2.scale': (128, 128),
+        'train_cfg.max_epochs': 1,
+        'param_scheduler.0.end': 2,
+        'default_hooks.logger.interval': 1,
+    }
+    for split in splits:
+        options.update({
+            f'{split}_dataloader.batch_size': 2,
+            f'{split}_dataloader.num_workers': 0,
+            f'{split}_dataloader.persistent_workers': False,
+            f'{split}_dataloader.dataset.indices': 4,
+        })
+        if split != 'train':
+            options[f'{split}_dataloader.dataset.pipeline.1.scale'] = (128,
+                                                                       128)
+    options.update(overrides)
+    return ['--cfg-options'] + [
+        f'{key}={value}'.replace(' ', '') for key, value in options.items()
+    ]
+
+
+def det_config(directory, data_root):
+    """The custom detection config, edited for CLASSES in ``data_root``."""
+    return user_config(DET_CUSTOM, directory, classes=CLASSES,
+                       data_root=f'{data_root}/')
+
+
+def seg_config(directory, data_root):
+    """The custom segmentation config, edited for CLASSES in ``data_root``."""
+    return user_config(SEG_CUSTOM, directory, classes=CLASSES,
+                       palette=PALETTE, data_root=f'{data_root}/')
+
+
+def skip_report(output):
+    """The line LoadReportHook logs for skipped weights."""
+    lines = [line for line in output.splitlines()
+             if 'weights NOT loaded because their shapes differ' in line]
+    assert len(lines) == 1, output[-6000:]
+    return lines[0]
+
+
+def table_rows(output, header):
+    """First-column names of each ASCII table (the loggers' per-class
+    tables) whose header row starts with ``header``."""
+    tables, rows = [], None
+    for line in output.splitlines():
+        if line.startswith('|'):
+            first = line.strip('|').split('|')[0].strip()
+            if first == header:
+                rows = []
+                tables.append(rows)
+            elif rows is not None:
+                rows.append(first)
+        elif not line.startswith('+'):
+            rows = None
+    return tables
+
+
+def state_dict(checkpoint):
+    return torch.load(checkpoint, map_location='cpu')['state_dict']
+
+
+# --- the load report -------------------------------------------------------
+
+
+def test_load_report_lists_skipped_missing_and_unexpected():
+    ckpt = {'head.fc.weight': torch.zeros(81, 8), 'head.fc.bias':
+            torch.zeros(81), 'body.w': torch.zeros(2), 'old.w': torch.zeros(1)}
+    model = {'head.fc.weight': torch.zeros(4, 8), 'head.fc.bias':
+             torch.zeros(4), 'body.w': torch.ones(2), 'new.w': torch.zeros(1),
+             'bn.num_batches_tracked': torch.zeros(())}
+    skipped, missing, unexpected = compare_state_dicts(ckpt, model)
+    assert skipped == [('head.fc.weight', [81, 8], [4, 8]),
+                       ('head.fc.bias', [81], [4])]
+    assert missing == ['new.w'] and unexpected == ['old.w']
+    line = format_report(skipped, missing, unexpected)
+    assert '\n' not in line
+    assert '2 weights NOT loaded' in line
+    assert 'head.fc.weight [81, 8] -> [4, 8]' in line
+    assert '1 model weights absent from the checkpoint' in line
+    assert '1 checkpoint weights unused by the model: old.w' in line
+    assert format_report(*compare_state_dicts(model, model)) is None
+
+    many = [(f'k{i}', [1], [2]) for i in range(25)]
+    assert 'k9 [1] -> [2] and 15 more' in format_report(many, [], [])
+
+
+# --- dataset checks on the custom configs ----------------------------------
+
+
+def test_check_custom_coco(tmp_path):
+    data_root, counts = custom_coco(tmp_path, num_train=6, num_val=2,
+                                    img_size=96)
+    config = det_config(tmp_path, data_root)
+    report = check_dataset(config, 'val')
+    assert report.ok, report.format()
+    assert report.classes == CLASSES
+    assert {name: n for name, _, n in report.per_class} == \
+        counts['val']['instances']
+
+    ann_file = data_root / 'annotations' / 'train.json'
+    data = json.loads(ann_file.read_text())
+    outside, unknown = data['annotations'][:2]
+    outside['bbox'] = [200, 10, 20, 20]
+    unknown['category_id'] = 4
+    ann_file.write_text(json.dumps(data))
+    report = check_dataset(config, 'train', tmp_path / 'vis', 2)
+    assert len(report.errors) == 2, report.format()
+    assert f'annotation id {outside["id"]} ' in report.errors[0]
+    assert 'lies outside the 96x96 image' in report.errors[0]
+    assert f'annotation id {unknown["id"]} ' in report.errors[1]
+    assert 'category_id 4 is not among the json categories' in \
+        report.errors[1]
+    assert len(report.drawn) == 2
+
+
+def test_check_custom_seg(tmp_path):
+    data = generate_custom_seg(tmp_path / 'seg', num_train=4, num_val=2,
+                               img_size=96, classes=CLASSES)
+    config = seg_config(tmp_path, data.data_root)
+    report = check_dataset(config, 'val')
+    assert report.ok, report.format()
+    assert {name: n for name, _, n in report.per_class} == \
+        data.counts['val']['pixels']
+
+    label = sorted((data.data_root / 'ann_dir' / 'train').glob('*.png'))[0]
+    png = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+    png[:2, :2] = len(CLASSES)  # one beyond the last class
+    cv2.imwrite(str(label), png)
+    report = check_dataset(config, 'train', tmp_path / 'vis', 1)
+    assert report.errors == [
+        f'{label}: label values [3] are beyond the 3 classes and not the '
+        'ignore index 255'
+    ], report.format()
+    assert len(report.drawn) == 1
+    # With reduce_zero_label=True the PNG holds label + 1 (0 is ignored).
+    report = check_dataset(config, 'train', cfg_options={
+        'train_dataloader.dataset.reduce_zero_label': True})
+    assert report.ok, report.format()
+
+
+# --- detection: COCO (80 classes) -> 3 custom classes ----------------------
+
+
+@pytest.fixture(scope='module')
+def coco_checkpoint(coco_root, tmp_path_factory):
+    """One epoch of the standard 80-class config: no validation (its
+    CocoMetric would map 80 labels onto the 3 categories of the data)."""
+    work_dir = tmp_path_factory.mktemp('det_standard') / 'work'
+    train(DET_STANDARD, work_dir, *det_scaled_down(
+        splits=('train', ), **{
+            'train_dataloader.dataset.data_root': f'{coco_root}/',
+            'val_cfg': None, 'val_dataloader': None, 'val_evaluator': None}))
+    ckpt = last_checkpoint(work_dir)
+    assert state_dict(ckpt)['roi_head.bbox_head.fc_cls.weight'].shape[0] \
+        == 81  # 80 classes + background
+    return ckpt
+
+
+@pytest.fixture(scope='module')
+def det_finetuned(coco_checkpoint, tmp_path_factory):
+    """The edited custom config fine-tuned from the 80-class checkpoint."""
+    root = tmp_path_factory.mktemp('det_custom')
+    data_root, _ = custom_coco(root, num_train=8, num_val=4, img_size=128)
+    config = det_config(root, data_root)
+    work_dir = root / 'work'
+    output = train(config, work_dir, *det_scaled_down(**{
+        'model.backbone.arch': 'xxtiny', 'load_from': coco_checkpoint}))
+    return config, work_dir, output
+
+
+@pytest.mark.slow
+def test_det_finetune_skips_classifiers(coco_checkpoint, det_finetuned):
+    _, work_dir, output = det_finetuned
+    line = skip_report(output)
+    assert '6 weights NOT loaded' in line
+    for layer in DET_CLASSIFIERS:
+        assert f'{layer}.weight' in line and f'{layer}.bias' in line
+    assert 'fc_cls.weight [81, 1024] -> [4, 1024]' in line
+    assert 'absent from the checkpoint' not in line
+    assert f'Load checkpoint from {coco_checkpoint}' in output
+    assert re.search(r'Epoch\(train\) *\[1\]\[2/2\]', output)
+    tuned, source = state_dict(last_checkpoint(work_dir)), \
+        state_dict(coco_checkpoint)
+    assert tuned['roi_head.bbox_head.fc_cls.weight'].shape[0] == 4
+    # Everything else came from the checkpoint: two small AdamW steps
+    # (lr <= 1e-4) later it is still within 1e-3 of it.
+    for key in ('backbone.patch_embed.proj.weight',
+                'neck.fpn_convs.0.conv.weight',
+                'roi_head.bbox_head.shared_fcs.0.weight'):
+        assert torch.allclose(tuned[key], source[key], atol=1e-3), key
+
+
+@pytest.mark.slow
+def test_det_test_reports_the_custom_classes(det_finetuned, tmp_path):
+    config, work_dir, _ = det_finetuned
+    metrics, output = test_metrics(
+        config, last_checkpoint(work_dir), tmp_path / 'work',
+        *det_scaled_down(**{'model.backbone.arch': 'xxtiny'}))
+    # CocoMetric's classwise tables, bbox then segm.
+    assert table_rows(output, 'category') == [list(CLASSES)] * 2, \
+        output[-4000:]
+    per_class = sorted(k for k in metrics if k.endswith('_precision'))
+    assert per_class == sorted(f'coco/{c}_precision' for c in CLASSES)
+    for metric in ('bbox', 'segm'):
+        assert 0.0 <= metrics[f'coco/{metric}_mAP'] <= 1.0, metrics
+
+
+# --- segmentation: ADE20K (150 classes) -> 3 custom classes ----------------
+
+
+@pytest.fixture(scope='module')
+def ade20k_checkpoint(ade20k_root, tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('seg_standard') / 'work'
+    train(SEG_STANDARD, work_dir, *seg_scaled_down(ade20k_root))
+    ckpt = last_checkpoint(work_dir)
+    assert state_dict(ckpt)['decode_head.conv_seg.weight'].shape[0] == 150
+    return ckpt
+
+
+@pytest.fixture(scope='module')
+def seg_finetuned(ade20k_checkpoint, tmp_path_factory):
+    """The edited custom config fine-tuned from the 150-class checkpoint."""
+    root = tmp_path_factory.mktemp('seg_custom')
+    data = generate_custom_seg(root / 'my_seg_dataset', num_train=8,
+                               num_val=4, img_size=128, classes=CLASSES)
+    config = seg_config(root, data.data_root)
+    work_dir = root / 'work'
+    output = train(config, work_dir, *seg_scaled_down(data.data_root),
+                   'model.backbone.arch=xxtiny',
+                   f'load_from={ade20k_checkpoint}')
+    return config, data.data_root, work_dir, output
+
+
+@pytest.mark.slow
+def test_seg_finetune_skips_classifiers(ade20k_checkpoint, seg_finetuned):
+    _, _, work_dir, output = seg_finetuned
+    line = skip_report(output)
+    assert '4 weights NOT loaded' in line
+    for layer in SEG_CLASSIFIERS:
+        assert f'{layer}.weight' in line and f'{layer}.bias' in line
+    assert 'decode_head.conv_seg.weight [150, 64, 1, 1] -> [3, 64, 1, 1]' \
+        in line
+    assert 'absent from the checkpoint' not in line
+    assert f'Load checkpoint from {ade20k_checkpoint}' in output
+    tuned = state_dict(last_checkpoint(work_dir))
+    assert tuned['decode_head.conv_seg.weight'].shape[0] == len(CLASSES)
+    source = state_dict(ade20k_checkpoint)
+    for key in ('backbone.patch_embed.proj.weight',
+                'decode_head.fpn_bottleneck.conv.weight'):
+        assert torch.allclose(tuned[key], source[key], atol=1e-3), key
+
+
+@pytest.mark.slow
+def test_seg_test_reports_the_custom_classes(seg_finetuned, tmp_path):
+    config, data_root, work_dir, _ = seg_finetuned
+    metrics, output = test_metrics(
+        config, last_checkpoint(work_dir), tmp_path / 'work',
+        *seg_scaled_down(data_root), 'model.backbone.arch=xxtiny')
+    # IoUMetric's per-class table.
+    assert table_rows(output, 'Class') == [list(CLASSES)], output[-4000:]
+    assert 0.0 <= metrics['mIoU'] <= 100.0, metrics
