@@ -298,10 +298,13 @@ class _WindowAttention(nn.Module):
         q, k, v = self._qkv(x, q_global)
         bias = self.relative_position_bias()
         if self.fused_attn:
+            # 4-D operands and a 4-D mask: a 3-D mask or 5-D (broadcast
+            # query) operands send CPU SDPA to its 4x slower math path, so
+            # the global query is materialised per window instead.
             q = q.expand(B, nW, -1, -1, -1).flatten(0, 1)
             out = F.scaled_dot_product_attention(
                 q, k.flatten(0, 1), v.flatten(0, 1),
-                attn_mask=bias.to(q.dtype),
+                attn_mask=bias.to(q.dtype).unsqueeze(0),
                 dropout_p=self.attn_drop.p if self.training else 0.,
                 scale=self.scale)
             out = out.view(B, nW, self.num_heads, N, self.head_dim)
