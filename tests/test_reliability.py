@@ -20,15 +20,25 @@ from mmgcvit.engine import atomic_open, install_atomic_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / 'tools' / 'train.py'
-DET_CONFIG = REPO / 'configs' / 'detection' / 'mask-rcnn_gcvit-t_fpn_1x_coco.py'
+DET_CONFIG = (REPO / 'configs' / 'detection' /
+              'mask-rcnn_gcvit-t_fpn_1x_coco.py')
 
 SMALL_DET = """
 _base_ = '{base}'
 data_root = '{root}/'
 metainfo = dict(classes={classes!r})
+ch = {channels}
 model = dict(
     backbone=dict(arch='{arch}', with_cp={with_cp}, init_cfg=None),
-    roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)),
+    # Narrower FPN and heads (256 in the config): the backbone is what is
+    # tested, and fp16 convolutions are slow on CPUs.
+    neck=dict(out_channels=ch),
+    rpn_head=dict(in_channels=ch, feat_channels=ch),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=ch),
+        bbox_head=dict(in_channels=ch, fc_out_channels=4 * ch, num_classes=3),
+        mask_roi_extractor=dict(out_channels=ch),
+        mask_head=dict(in_channels=ch, conv_out_channels=ch, num_classes=3)),
     # Fewer RoIs per image than COCO's 512: 128 px images have few objects.
     train_cfg=dict(rcnn=dict(sampler=dict(num=64))))
 train_pipeline = [
@@ -68,17 +78,18 @@ randomness = dict(seed=0, deterministic=True)
 
 def small_detection_config(path, coco_root, arch='tiny', with_cp=False,
                            size=128, batch=1, images=16, epochs=1,
-                           ckpt_every=1000):
+                           ckpt_every=1000, channels=32):
     """Write the real Mask R-CNN GC ViT-T config, scaled down, to ``path``:
     ``images`` generated COCO images at ``size`` px, ``batch`` per
-    iteration, deterministic seed 0, iteration checkpoints."""
+    iteration, FPN / heads ``channels`` wide, deterministic seed 0,
+    iteration checkpoints."""
     classes = tuple(c['name'] for c in json.loads(
         (Path(coco_root) / 'annotations' /
          'instances_train2017.json').read_text())['categories'])
     path.write_text(SMALL_DET.format(
         base=DET_CONFIG, root=coco_root, classes=classes, arch=arch,
         with_cp=with_cp, size=size, batch=batch, images=images, epochs=epochs,
-        ckpt_every=ckpt_every))
+        ckpt_every=ckpt_every, channels=channels))
     return path
 
 

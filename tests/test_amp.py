@@ -1,0 +1,152 @@
+"""Mixed precision on CPU: ``CPUAmpOptimWrapper`` and the real Mask R-CNN
+GC ViT-T config trained 30 iterations at fp16 / bf16."""
+import json
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.optim import AmpOptimWrapper, build_optim_wrapper
+from test_reliability import TRAIN, run_tool, small_detection_config
+
+from mmgcvit.engine import CPUAmpOptimWrapper, setup_cpu_fallbacks
+from mmgcvit.models.backbones.gcvit import LocalWindowAttention
+
+
+def toy_wrapper(**kwargs):
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(),
+                                torch.nn.Linear(8, 1))
+    wrapper = build_optim_wrapper(model, dict(
+        type='CPUAmpOptimWrapper',
+        optimizer=dict(type='SGD', lr=0.1), **kwargs))
+    return model, wrapper
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU fallback only')
+def test_cpu_fallback_keeps_amp(capsys):
+    cfg = Config(dict(optim_wrapper=dict(
+        type='AmpOptimWrapper', loss_scale='dynamic', dtype='float16',
+        optimizer=dict(type='SGD', lr=0.1))))
+    setup_cpu_fallbacks(cfg)
+    assert cfg.optim_wrapper.type == 'CPUAmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == 'float16'
+    assert 'mixed precision with CPUAmpOptimWrapper' in capsys.readouterr(
+    ).out
+
+
+@pytest.mark.parametrize('dtype, expected', [
+    ('float16', torch.float16), ('bfloat16', torch.bfloat16),
+    (None, torch.bfloat16)])
+def test_wrapper_autocasts_on_cpu(dtype, expected):
+    model, wrapper = toy_wrapper(dtype=dtype)
+    assert isinstance(wrapper, CPUAmpOptimWrapper)
+    assert isinstance(wrapper, AmpOptimWrapper)  # what mmengine checks
+    with wrapper.optim_context(model):
+        out = model(torch.randn(4, 8))
+    assert out.dtype == expected
+
+
+def test_dynamic_loss_scaling_skips_overflow_and_resumes():
+    model, wrapper = toy_wrapper(dtype='float16')
+    scale = wrapper.loss_scaler.get_scale()
+    before = [p.detach().clone() for p in model.parameters()]
+    with wrapper.optim_context(model):
+        loss = model(torch.randn(4, 8)).float().mean()
+    wrapper.update_params(loss * float('inf'))
+    # The overflowing step is skipped and the scale halved.
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert wrapper.loss_scaler.get_scale() == scale / 2
+    with wrapper.optim_context(model):
+        loss = model(torch.randn(4, 8)).float().mean()
+    wrapper.update_params(loss)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # The scaler state travels with the optimizer state (checkpoints).
+    state = wrapper.state_dict()
+    assert state['loss_scaler']['scale'] == scale / 2
+    _, fresh = toy_wrapper(dtype='float16')
+    fresh.load_state_dict(state)
+    assert fresh.loss_scaler.get_scale() == scale / 2
+
+
+def test_wrapper_rejects_bad_settings():
+    with pytest.raises(ValueError, match='float16'):
+        toy_wrapper(dtype='float64')
+    with pytest.raises(TypeError, match='loss_scale'):
+        toy_wrapper(loss_scale='static')
+    with pytest.raises(ValueError, match='use_fsdp'):
+        toy_wrapper(use_fsdp=True)
+
+
+@pytest.mark.parametrize('fused_attn', [True, False])
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_attention_softmax_precision(fused_attn, dtype):
+    """Attention logits of +-200 (softmax of them overflows exp() in fp16
+    without max subtraction, and rounds badly when summed in fp16) give the
+    fp32 result under autocast, on the explicit and the SDPA path."""
+    torch.manual_seed(0)
+    attn = LocalWindowAttention(64, 2, 7, fused_attn=fused_attn).eval()
+    with torch.no_grad():
+        attn.qkv.weight.mul_(40)
+    x = torch.randn(1, 2, 49, 64)
+    with torch.no_grad():
+        q, k, _ = attn._qkv(x, None)
+        logits = (q * attn.scale) @ k.transpose(-2, -1)
+        assert logits.abs().max() > 100
+        reference = attn(x)
+        with torch.autocast('cpu', dtype=dtype):
+            out = attn(x)
+    assert torch.isfinite(out).all()
+    # fp16: 0.005 here, 0.010 with an fp16 softmax + bias (the margin is
+    # fixed by the seed); bf16 only has 8 mantissa bits for the logits.
+    tolerance = 0.008 if dtype == torch.float16 else 0.1
+    error = (out.float() - reference).norm() / reference.norm()
+    assert error < tolerance, error
+
+
+def losses_from_log(work_dir):
+    """Per-iteration training losses from mmengine's scalars json."""
+    logs = sorted(work_dir.glob('*/vis_data/scalars.json'))
+    assert logs, f'no scalars.json under {work_dir}'
+    rows = [json.loads(line) for line in logs[-1].read_text().splitlines()]
+    return [row for row in rows if 'loss' in row]
+
+
+AMP_CASES = [
+    # dtype, with_cp, image size: fp16 matmuls / convolutions are emulated on
+    # CPUs (about 10x slower than bf16), hence its smaller images.
+    ('bfloat16', False, 128),
+    ('bfloat16', True, 128),
+    ('float16', False, 64),
+    ('float16', True, 64),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('dtype, with_cp, size', AMP_CASES)
+def test_mask_rcnn_gcvit_t_mixed_precision_30_iters(tmp_path, coco_root, dtype,
+                                                    with_cp, size):
+    config = small_detection_config(tmp_path / 'amp.py', coco_root,
+                                    with_cp=with_cp, size=size, images=15,
+                                    epochs=2)
+    work_dir = tmp_path / 'work'
+    rc, output = run_tool([
+        TRAIN, config, '--work-dir', work_dir, '--cfg-options',
+        f'optim_wrapper.dtype={dtype}', 'val_cfg=None', 'val_dataloader=None',
+        'val_evaluator=None'], cwd=tmp_path)
+    assert rc == 0, output[-5000:]
+    assert 'mixed precision with CPUAmpOptimWrapper' in output
+    assert f'dtype {dtype}' in output
+
+    rows = losses_from_log(work_dir)
+    assert len(rows) == 30, len(rows)
+    for row in rows:
+        losses = {k: v for k, v in row.items() if k.startswith('loss')}
+        assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), \
+            row
+    checkpoint = torch.load((work_dir / 'last_checkpoint').read_text())
+    for name, value in checkpoint['state_dict'].items():
+        assert torch.isfinite(value.float()).all(), name
+    # Dynamic loss scaling: at most a few of the 30 steps were skipped for
+    # overflowing gradients (each halves the initial 2**16 scale).
+    scale = checkpoint['optimizer']['loss_scaler']['scale']
+    assert scale >= 2.**16 / 2**4, scale
