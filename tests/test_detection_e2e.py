@@ -1,0 +1,134 @@
+"""A real GC ViT detection config, scaled down by ``--cfg-options`` only,
+trained and evaluated end to end on the generated COCO data: our
+``tools/train.py`` / ``tools/test.py`` (bbox and segm mAP through the stock
+``CocoMetric``), ``--resume``, ``tools/dist_train.sh`` on two CPU processes,
+and mmdet's own ``tools/train.py``, which finds GCViT through the config's
+``custom_imports``.
+"""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mmdet
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
+MMDET_TRAIN = Path(mmdet.__file__).parent / '.mim/tools/train.py'
+TRAIN = (sys.executable, 'tools/train.py', CONFIG)
+SIZE = '(128,128)'
+
+
+def scaled_down(coco_root, epochs=1, *more):
+    """``--cfg-options`` shrinking the config to a few seconds of CPU: no
+    pretrained weights, 128-pixel images, 4 images per split, batch 2,
+    fewer proposals, ``epochs`` epochs; keeps every detection so that
+    CocoMetric has something to score. The generated data has COCO's first
+    three classes, so the heads predict those three (CocoMetric maps labels
+    to the categories of the annotation file)."""
+    options = [
+        'model.backbone.init_cfg=None',
+        'model.roi_head.bbox_head.num_classes=3',
+        'model.roi_head.mask_head.num_classes=3',
+        'model.train_cfg.rpn_proposal.max_per_img=100',
+        'model.test_cfg.rpn.max_per_img=100',
+        'model.test_cfg.rcnn.score_thr=0.0',
+        f'train_dataloader.dataset.pipeline.2.scale={SIZE}',
+        f'train_cfg.max_epochs={epochs}',
+        'param_scheduler.0.end=2',
+        'default_hooks.logger.interval=1',
+    ]
+    for split in ('train', 'val', 'test'):
+        options += [
+            f'{split}_dataloader.batch_size=2',
+            f'{split}_dataloader.num_workers=0',
+            f'{split}_dataloader.persistent_workers=False',
+            f'{split}_dataloader.dataset.data_root={coco_root}/',
+            f'{split}_dataloader.dataset.indices=4',
+        ]
+    for split in ('val', 'test'):
+        options += [
+            f'{split}_dataloader.dataset.pipeline.1.scale={SIZE}',
+            f'{split}_evaluator.ann_file='
+            f'{coco_root}/annotations/instances_val2017.json',
+        ]
+    return ['--cfg-options', *options, *more]
+
+
+def run(cmd, timeout=300):
+    """Run a tool from the repository root; fail with its output."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    result = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    return output
+
+
+def train(tool, work_dir, coco_root, *args, epochs=1, options=()):
+    """Run a training ``tool`` (command up to the config) scaled down."""
+    return run([*tool, '--work-dir', work_dir, *args,
+                *scaled_down(coco_root, epochs, *options)])
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, coco_root):
+    """A work dir after one epoch of ``tools/train.py``."""
+    work_dir = tmp_path_factory.mktemp('det_train')
+    log = train(TRAIN, work_dir, coco_root)
+    return work_dir, log
+
+
+@pytest.mark.slow
+def test_train_checkpoints_and_validates(trained):
+    work_dir, log = trained
+    assert (work_dir / 'epoch_1.pth').is_file()
+    assert re.search(r'Epoch\(train\) *\[1\]\[2/2\]', log)
+    assert 'coco/bbox_mAP' in log and 'coco/segm_mAP' in log
+
+
+@pytest.mark.slow
+def test_test_reports_bbox_and_segm_map(trained, coco_root):
+    work_dir, _ = trained
+    out = run([sys.executable, 'tools/test.py', CONFIG,
+               work_dir / 'epoch_1.pth', '--work-dir', work_dir / 'test',
+               *scaled_down(coco_root)])
+    for metric in ('bbox', 'segm'):
+        match = re.search(rf'coco/{metric}_mAP: (-?[\d.]+)', out)
+        assert match, out[-3000:]
+        assert 0.0 <= float(match.group(1)) <= 1.0
+
+
+@pytest.mark.slow
+def test_resume_continues(trained, coco_root):
+    work_dir, _ = trained
+    log = train(TRAIN, work_dir, coco_root, '--resume', epochs=2)
+    assert 'resumed epoch: 1' in log
+    assert re.search(r'Epoch\(train\) *\[2\]\[2/2\]', log)
+    assert not re.search(r'Epoch\(train\) *\[1\]\[', log)
+    assert (work_dir / 'epoch_2.pth').is_file()
+
+
+@pytest.mark.slow
+def test_dist_train_two_cpu_processes(tmp_path, coco_root):
+    log = train(('bash', 'tools/dist_train.sh', CONFIG, 2), tmp_path,
+                coco_root)
+    assert 'Distributed training: True' in log
+    assert 'GPU number: 2' in log
+    # 4 images, 2 per process: one iteration per epoch.
+    assert re.search(r'Epoch\(train\) *\[1\]\[1/1\]', log)
+    assert (tmp_path / 'epoch_1.pth').is_file()
+
+
+@pytest.mark.slow
+def test_mmdet_upstream_train(tmp_path, coco_root):
+    """mmdet's own train.py knows nothing of mmgcvit: the config's
+    custom_imports registers GCViT, and mmgcvit's CPUAmpOptimWrapper stands
+    in for the GPU-only AmpOptimWrapper (our tools swap it themselves)."""
+    log = train((sys.executable, MMDET_TRAIN, CONFIG), tmp_path, coco_root,
+                options=['optim_wrapper.type=CPUAmpOptimWrapper'])
+    assert re.search(r'Epoch\(train\) *\[1\]\[2/2\]', log)
+    assert 'coco/segm_mAP' in log
+    assert (tmp_path / 'epoch_1.pth').is_file()
