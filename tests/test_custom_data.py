@@ -17,6 +17,9 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.utils import import_modules_from_strings
 from test_segmentation_e2e import scaled_down as seg_scaled_down
 from test_tools import last_checkpoint, test_metrics, train
 
@@ -174,6 +177,49 @@ def test_load_report_lists_skipped_missing_and_unexpected():
 
     many = [(f'k{i}', [1], [2]) for i in range(25)]
     assert 'k9 [1] -> [2] and 15 more' in format_report(many, [], [])
+
+
+# --- the shipped custom configs --------------------------------------------
+
+
+@pytest.mark.parametrize('template', [DET_CUSTOM, SEG_CUSTOM],
+                         ids=['detection', 'segmentation'])
+def test_custom_config_sizes_heads_from_classes(template, tmp_path):
+    """As shipped (GC ViT-T) and edited to CLASSES, every class-specific
+    layer follows ``classes`` and every dataset lists them."""
+    values = dict(classes=CLASSES)
+    if template == SEG_CUSTOM:
+        values['palette'] = PALETTE
+    for path, classes in ((template, None),
+                          (user_config(template, tmp_path, **values),
+                           CLASSES)):
+        cfg = Config.fromfile(path)
+        classes = classes or cfg.classes
+        import_modules_from_strings(**cfg.custom_imports)
+        init_default_scope(cfg.default_scope)
+        model = MODELS.build(dict(cfg.model, backbone=dict(
+            cfg.model.backbone, init_cfg=None)))
+        assert model.backbone.arch_settings['embed_dims'] == 64  # T
+        if template == DET_CUSTOM:
+            outputs = {
+                'fc_cls': model.roi_head.bbox_head.fc_cls.out_features,
+                'fc_reg': model.roi_head.bbox_head.fc_reg.out_features,
+                'conv_logits':
+                model.roi_head.mask_head.conv_logits.out_channels}
+            # + background; 4 box coordinates per class.
+            assert outputs == dict(fc_cls=len(classes) + 1,
+                                   fc_reg=4 * len(classes),
+                                   conv_logits=len(classes))
+            assert cfg.val_evaluator.classwise
+        else:
+            for head in (model.decode_head, model.auxiliary_head):
+                assert head.conv_seg.out_channels == len(classes)
+                assert head.ignore_index == cfg.ignore_index == 255
+            assert cfg.val_evaluator.ignore_index == 255
+        for split in ('train', 'val', 'test'):
+            dataset = cfg[f'{split}_dataloader'].dataset
+            assert dataset.metainfo['classes'] == classes
+            assert dataset.data_root == cfg.data_root
 
 
 # --- dataset checks on the custom configs ----------------------------------
