@@ -22,19 +22,59 @@ def read_version():
     return scope['__version__']
 
 
-class BuildPyWithConfigs(build_py):
-    """Ship configs/ inside the package as ``mmgcvit/.mim/configs``.
+# Imported at interpreter start (see the module): lets configs anywhere
+# inherit ours with `_base_ = 'mmgcvit::detection/...'`.
+CONFIG_HOOK = 'mmgcvit_config_hook'
+# What ships in mmgcvit/.mim, where mmengine's `pkg::path` config syntax and
+# `mim` look (as mmdet and mmseg ship theirs): configs with their metafiles,
+# the model index they start from, and the tools, for downstream repos
+# without a checkout of ours.
+MIM_FILES = ('configs', 'model-index.yml', 'tools')
 
-    That is where mmengine's ``pkg::path`` config syntax and ``mim`` look for
-    a package's configs, so ``pip install .`` (not only ``-e``) can serve
-    ``_base_ = 'mmgcvit::detection/...'`` to downstream repos.
+
+class BuildPyWithMim(build_py):
+    """Also install ``mmgcvit/.mim`` and the config hook's ``.pth``.
+
+    A wheel gets copies. An editable install (``pip install -e .``) gets
+    ``mmgcvit/.mim`` as links into the checkout, so edited configs take
+    effect at once, and its ``.pth`` is written straight into the editable
+    wheel, which is all setuptools installs from it.
     """
 
     def run(self):
         super().run()
-        dst = os.path.join(self.build_lib, 'mmgcvit', '.mim', 'configs')
-        shutil.rmtree(dst, ignore_errors=True)
-        shutil.copytree(os.path.join(ROOT, 'configs'), dst)
+        pth = f'{CONFIG_HOOK}.pth'
+        if self.editable_mode:
+            self._link_mim(os.path.join(ROOT, 'mmgcvit', '.mim'))
+            wheel_root = self.get_finalized_command('install').install_lib
+            self._write_pth(os.path.join(wheel_root, pth))
+            return
+        mim = os.path.join(self.build_lib, 'mmgcvit', '.mim')
+        shutil.rmtree(mim, ignore_errors=True)
+        os.makedirs(mim)
+        for name in MIM_FILES:
+            src = os.path.join(ROOT, name)
+            if os.path.isdir(src):
+                shutil.copytree(
+                    src, os.path.join(mim, name),
+                    ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+            else:
+                shutil.copy2(src, mim)
+        self._write_pth(os.path.join(self.build_lib, pth))
+
+    @staticmethod
+    def _link_mim(mim):
+        os.makedirs(mim, exist_ok=True)
+        for name in MIM_FILES:
+            link = os.path.join(mim, name)
+            if os.path.islink(link):
+                os.unlink(link)
+            os.symlink(os.path.join('..', '..', name), link)
+
+    @staticmethod
+    def _write_pth(path):
+        with open(path, 'w') as f:
+            f.write(f'import {CONFIG_HOOK}\n')
 
 
 setup(
@@ -47,7 +87,8 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.8',
     packages=find_packages(include=['mmgcvit', 'mmgcvit.*']),
-    cmdclass={'build_py': BuildPyWithConfigs},
+    py_modules=[CONFIG_HOOK],
+    cmdclass={'build_py': BuildPyWithMim},
     install_requires=read_requirements('runtime'),
     extras_require={'tests': read_requirements('tests')},
     zip_safe=False,

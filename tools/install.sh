@@ -111,9 +111,10 @@ else
   say "mmcv $MMCV_VERSION with ops: OK"
 fi
 
-# 4. mmdet, mmseg, pycocotools, test tools and mmgcvit itself (editable, so the checkout is what runs).
+# 4. mmdet, mmseg, pycocotools, test tools and mmgcvit itself (editable, so the checkout is what runs),
+#    with its config hook (.pth, run at start-up) and mmgcvit/.mim linked to the checkout.
 if have "@$ROOT/requirements/runtime.txt" "@$ROOT/requirements/tests.txt" \
-   && "$PY" -c "import mmgcvit, os, sys; sys.exit(0 if os.path.realpath(mmgcvit.__file__).startswith(os.path.realpath('$ROOT')) else 1)" >/dev/null 2>&1; then
+   && "$PY" -c "import sys, os; hook = 'mmgcvit_config_hook' in sys.modules; import mmgcvit; pkg = os.path.dirname(os.path.realpath(mmgcvit.__file__)); sys.exit(0 if hook and pkg == os.path.realpath('$ROOT/mmgcvit') and os.path.isdir(pkg + '/.mim/configs') else 1)" >/dev/null 2>&1; then
   say "mmdet, mmseg, test tools and mmgcvit already installed"
 else
   say "installing mmdet, mmsegmentation, pycocotools, test tools and mmgcvit (editable)"
