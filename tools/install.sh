@@ -121,5 +121,6 @@ else
   pipi -e "$ROOT[tests]"
 fi
 
-"$PY" -c "import mmgcvit, mmdet, mmseg; from mmcv.ops import nms, RoIAlign; print('mmgcvit', mmgcvit.__version__, '| mmdet', mmdet.__version__, '| mmseg', mmseg.__version__)"
+"$PY" -c "import sys; assert 'mmgcvit_config_hook' in sys.modules, 'mmgcvit_config_hook.pth did not run at start-up: mmgcvit:: config bases will not resolve; run pip install -e $ROOT again'
+import mmgcvit, mmdet, mmseg; from mmcv.ops import nms, RoIAlign; print('mmgcvit', mmgcvit.__version__, '| mmdet', mmdet.__version__, '| mmseg', mmseg.__version__)"
 say "done"
