@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from config_utils import (build_without_pretrained, n_params,
+                          with_custom_imports)
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
-from mmengine.utils import import_modules_from_strings
+from mmdet.registry import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'configs' / 'detection'
@@ -56,25 +57,11 @@ def _parse(name):
 def load(name):
     """A copy of the config (parsed once: parsing the mmdet bases takes
     seconds), with its ``custom_imports`` done as the Runner does."""
-    cfg = copy.deepcopy(_parse(name))
-    import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope(cfg.default_scope)
-    from mmdet.registry import MODELS
-    assert MODELS.get('GCViT') is not None, (
-        f'importing {cfg.custom_imports["imports"]} did not register GCViT '
-        "into mmdet's MODELS")
-    return cfg
+    return with_custom_imports(copy.deepcopy(_parse(name)), MODELS)
 
 
 def build(cfg):
-    from mmdet.registry import MODELS
-    model_cfg = cfg.model.copy()
-    model_cfg.backbone = dict(model_cfg.backbone, init_cfg=None)
-    return MODELS.build(model_cfg)
-
-
-def n_params(module):
-    return sum(p.numel() for p in module.parameters())
+    return build_without_pretrained(cfg, MODELS)
 
 
 def test_expected_configs_exist():

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from config_utils import (build_without_pretrained, n_params,
+                          with_custom_imports)
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import PARAM_SCHEDULERS
-from mmengine.utils import import_modules_from_strings
 from mmseg.registry import MODELS
-from mmseg.utils import register_all_modules
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs' / 'segmentation'
 # The ADE20K configs (the custom-data one: tests/test_custom_data.py).
@@ -35,23 +35,11 @@ BASE_LR = 6e-5
 
 def load(path):
     """The config, with its ``custom_imports`` done as the Runner does."""
-    cfg = Config.fromfile(path)
-    import_modules_from_strings(**cfg.custom_imports)
-    register_all_modules()
-    assert MODELS.get('GCViT') is not None, (
-        f'importing {cfg.custom_imports["imports"]} did not register GCViT '
-        "into mmseg's MODELS")
-    return cfg
+    return with_custom_imports(Config.fromfile(path), MODELS)
 
 
 def build(cfg):
-    model_cfg = cfg.model.copy()
-    model_cfg.backbone = dict(model_cfg.backbone, init_cfg=None)
-    return MODELS.build(model_cfg)
-
-
-def n_params(module):
-    return sum(p.numel() for p in module.parameters())
+    return build_without_pretrained(cfg, MODELS)
 
 
 def test_every_variant_has_a_config():
