@@ -41,6 +41,30 @@ CP_MEMORY_SAVING = 0.4
 CP_MAX_SLOWDOWN = 0.35
 
 
+def add_run_args(parser):
+    """Flags shared by the benchmark tools: repeats, threads, device, the
+    two configs compared and the JSON output."""
+    parser.add_argument('--repeats', type=int, default=3,
+                        help='timed runs per measurement (median)')
+    parser.add_argument('--warmup', type=int, default=1,
+                        help='untimed runs before the timed ones')
+    parser.add_argument('--threads', type=int,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument('--device', default=None,
+                        help='cpu or cuda[:i] (default: cuda if available)')
+    parser.add_argument('--gcvit-config', default=GCVIT_DET_CONFIG)
+    parser.add_argument('--swin-config', default=SWIN_DET_CONFIG)
+    parser.add_argument('--out', help='write the results as JSON here')
+
+
+def run_device(args):
+    """Apply ``--threads``; the device ``--device`` names, else CUDA when
+    there is one."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+
+
 def load_config(path):
     """A config from a file or from a package (``mmdet::swin/...py``)."""
     if '::' in path:

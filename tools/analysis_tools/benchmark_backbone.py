@@ -14,11 +14,11 @@ import argparse
 import torch
 
 from mmgcvit.engine.launch import write_json_atomic
-from mmgcvit.utils.benchmark import (DEFAULT_SHAPES, GCVIT_DET_CONFIG,
-                                     SWIN_DET_CONFIG, backbone_table,
-                                     benchmark_backbones, build_backbone,
-                                     default_variants, parse_shape,
-                                     profile_forward, shape_str)
+from mmgcvit.utils.benchmark import (DEFAULT_SHAPES, add_run_args,
+                                     backbone_table, benchmark_backbones,
+                                     build_backbone, default_variants,
+                                     parse_shape, profile_forward, run_device,
+                                     shape_str)
 
 
 def parse_args(argv=None):
@@ -28,31 +28,19 @@ def parse_args(argv=None):
         default=list(DEFAULT_SHAPES),
         help='input shapes NxCxHxW; the forward goal is checked at the '
         'first, the training goals at the last (default: %(default)s)')
-    parser.add_argument('--repeats', type=int, default=3,
-                        help='timed runs per measurement (median)')
-    parser.add_argument('--warmup', type=int, default=1,
-                        help='untimed runs before the timed ones')
-    parser.add_argument('--threads', type=int,
-                        help='torch CPU threads (default: torch\'s choice)')
-    parser.add_argument('--device', default=None,
-                        help='cpu or cuda[:i] (default: cuda if available)')
+    add_run_args(parser)
     parser.add_argument('--arch', help='GC ViT arch override, e.g. xxtiny')
-    parser.add_argument('--gcvit-config', default=GCVIT_DET_CONFIG)
-    parser.add_argument('--swin-config', default=SWIN_DET_CONFIG)
     parser.add_argument('--no-flops', action='store_true',
                         help='skip FLOP counting (it traces one forward)')
     parser.add_argument(
         '--profile', action='store_true',
         help='also print the top ops of the fused forward at the first shape')
-    parser.add_argument('--out', help='write the results as JSON here')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device = run_device(args)
     variants = default_variants(args.gcvit_config, args.swin_config,
                                 args.arch)
     result = benchmark_backbones(

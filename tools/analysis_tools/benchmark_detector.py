@@ -12,34 +12,23 @@ Example::
 """
 import argparse
 
-import torch
-
 from mmgcvit.engine.launch import write_json_atomic
-from mmgcvit.utils.benchmark import (GCVIT_DET_CONFIG, SWIN_DET_CONFIG,
-                                     benchmark_detectors, config_name,
-                                     detector_table, parse_shape)
+from mmgcvit.utils.benchmark import (add_run_args, benchmark_detectors,
+                                     config_name, detector_table, parse_shape,
+                                     run_device)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--shape', type=parse_shape, default=(2, 3, 800, 1216),
                         help='batch shape NxCxHxW (default: %(default)s)')
-    parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--threads', type=int)
-    parser.add_argument('--device', default=None,
-                        help='cpu or cuda[:i] (default: cuda if available)')
-    parser.add_argument('--gcvit-config', default=GCVIT_DET_CONFIG)
-    parser.add_argument('--swin-config', default=SWIN_DET_CONFIG)
-    parser.add_argument('--out', help='write the results as JSON here')
+    add_run_args(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device = run_device(args)
     configs = [(config_name(c), c)
                for c in (args.gcvit_config, args.swin_config)]
     result = benchmark_detectors(configs, args.shape, device, args.repeats,
