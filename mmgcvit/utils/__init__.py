@@ -1,1 +1,2 @@
-"""Analysis utilities: speed/memory benchmarks (``benchmark``)."""
+"""Analysis utilities: speed/memory benchmarks (``benchmark``), global-query
+attention maps and Grad-CAM (``visualization``)."""

@@ -1,0 +1,240 @@
+"""Global-query attention maps and Grad-CAM (``mmgcvit.utils.visualization``
+and ``tools/analysis_tools/visualize_gcvit.py``).
+
+The attention drawn must be the model's own: softmax rows, equal to a
+recomputation from the block's inputs and weights, unchanged model outputs,
+and local to the windows whose content changes. The pictures must keep the
+image's aspect ratio.
+"""
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import mmcv
+import pytest
+import torch
+from mmengine.runner import save_checkpoint
+
+from mmgcvit.datasets import generate_ade20k, generate_coco
+from mmgcvit.models.backbones.gcvit import GCViT
+from mmgcvit.utils.visualization import (GAP, grad_cam, load_model,
+                                         prepare_image,
+                                         record_global_attention, tile_size)
+
+REPO = Path(__file__).resolve().parents[1]
+TOOL = REPO / 'tools' / 'analysis_tools' / 'visualize_gcvit.py'
+DET_CONFIG = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_demo-shapes.py'
+SEG_CONFIG = (REPO / 'configs/segmentation/'
+              'upernet_gcvit-xxt_demo-ade20k-128x128.py')
+# Not square, so that a transposed or stretched picture shows.
+HEIGHT, WIDTH = 96, 160
+# The demo geometry: windows 8, 8, 8, 4 over stage maps of stride 4..32.
+GEOMETRY = dict(window_size=(8, 8, 8, 4), pretrain_img_size=128,
+                pretrained_window_size=(8, 8, 8, 4))
+
+
+@pytest.fixture(scope='module')
+def backbone():
+    torch.manual_seed(0)
+    model = GCViT('xxtiny', drop_path_rate=0., **GEOMETRY)
+    model.init_weights()
+    return model.eval()
+
+
+def record(backbone, x):
+    with record_global_attention(backbone) as records, torch.no_grad():
+        out = backbone(x)
+    return records, out
+
+
+def test_records_softmax_rows_of_every_global_block(backbone):
+    x = torch.randn(2, 3, HEIGHT, WIDTH)
+    records, _ = record(backbone, x)
+    # XXT depths (2, 2, 6, 2): every second block is global.
+    assert [(r.stage, r.block) for r in records] == [
+        (0, 1), (1, 1), (2, 1), (2, 3), (2, 5), (3, 1)]
+    heads = (2, 4, 8, 16)
+    for r in records:
+        w = r.window_size
+        h, wd = HEIGHT // 4 // 2**r.stage, WIDTH // 4 // 2**r.stage
+        assert r.feat_size == (h, wd)
+        windows = math.ceil(h / w) * math.ceil(wd / w)
+        assert r.weights.shape == (2, windows, heads[r.stage], w * w, w * w)
+        assert (r.weights >= 0).all()
+        torch.testing.assert_close(
+            r.weights.sum(-1), torch.ones(r.weights.shape[:-1]))
+
+
+def test_weights_equal_recomputation_from_block_inputs(backbone):
+    """softmax(q_global k^T * scale + bias) from the attention module's own
+    inputs and parameters, computed here independently."""
+    inputs = {}
+
+    def keep(module, args):
+        inputs[module] = args
+
+    block = backbone.levels[1].blocks[1]
+    handle = block.attn.register_forward_pre_hook(keep)
+    try:
+        records, _ = record(backbone, torch.randn(1, 3, HEIGHT, WIDTH))
+    finally:
+        handle.remove()
+    x, q_global = inputs[block.attn]
+    attn = block.attn
+    B, nW, N, C = x.shape
+    k = attn.qkv(x)[..., :C].view(B, nW, N, attn.num_heads, -1)
+    k = k.permute(0, 1, 3, 2, 4)
+    bias = attn.relative_position_bias_table[
+        attn.relative_position_index].view(N, N, -1).permute(2, 0, 1)
+    logits = (q_global * attn.scale) @ k.transpose(-2, -1) + bias
+    expected = logits.softmax(-1)
+    got = next(r for r in records if (r.stage, r.block) == (1, 1)).weights
+    torch.testing.assert_close(got, expected.detach(), rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_recording_changes_nothing_and_cleans_up(backbone):
+    x = torch.randn(1, 3, HEIGHT, WIDTH)
+    with torch.no_grad():
+        plain = backbone(x)
+    _, recorded = record(backbone, x)
+    for a, b in zip(plain, recorded):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for level in backbone.levels:
+        for block in level.blocks:
+            assert block.attn.fused_attn
+            assert not block._forward_pre_hooks
+            assert not block.attn.attn_drop._forward_hooks
+
+
+def test_changing_one_window_changes_its_maps(backbone):
+    """Stage 1 (stride 4, window 8) tiles the image in 32-pixel windows:
+    new content in window (1, 2) changes the attention there, and barely
+    anywhere else (the global queries change a little everywhere)."""
+    x = torch.randn(1, 3, HEIGHT, WIDTH)
+    y = x.clone()
+    y[..., 32:64, 64:96] = 3 * torch.randn(1, 3, 32, 32)
+    before = record(backbone, x)[0][0].maps()
+    after = record(backbone, y)[0][0].maps()
+    assert before.shape == (1, 2, HEIGHT // 4, WIDTH // 4)
+    change = (before - after).abs().mean((0, 1)).view(3, 8, 5, 8).mean(
+        (1, 3))
+    edited = change[1, 2]
+    assert change.argmax() == 1 * 5 + 2
+    assert edited > 10 * change.median()
+
+
+def test_maps_of_one_query_token(backbone):
+    r = record(backbone, torch.randn(1, 3, HEIGHT, WIDTH))[0][0]
+    tokens = torch.stack(
+        [r.maps((i // 8, i % 8)) for i in range(64)])
+    torch.testing.assert_close(tokens.mean(0), r.maps())
+    # Token (2, 3)'s row of window (0, 0) is its first w x w block.
+    torch.testing.assert_close(r.maps((2, 3))[0, :, :8, :8],
+                               r.weights[0, 0, :, 2 * 8 + 3].view(2, 8, 8))
+    with pytest.raises(ValueError, match='outside the 8x8'):
+        r.maps((8, 0))
+
+
+def test_record_needs_a_gcvit():
+    with pytest.raises(TypeError, match='GCViT backbone'):
+        with record_global_attention(torch.nn.Linear(2, 2)):
+            pass
+
+
+@pytest.fixture(scope='module')
+def det_image(tmp_path_factory):
+    root = tmp_path_factory.mktemp('vis') / 'coco'
+    data = generate_coco(root, 1, 1, (HEIGHT, WIDTH),
+                         classes=('rectangle', 'ellipse', 'triangle'))
+    return str(next((data.data_root / 'val2017').glob('*.jpg')))
+
+
+@pytest.fixture(scope='module')
+def seg_image(tmp_path_factory):
+    root = tmp_path_factory.mktemp('vis') / 'ade'
+    data = generate_ade20k(root, 1, 1, (HEIGHT, WIDTH))
+    return str(next(
+        (data.data_root / 'images' / 'validation').glob('*.jpg')))
+
+
+def expected_grid(tiles, ncols, tile):
+    nrows = math.ceil(tiles / ncols)
+    return (nrows * tile[0] + (nrows - 1) * GAP,
+            ncols * tile[1] + (ncols - 1) * GAP)
+
+
+def run_tool(*args):
+    result = subprocess.run(
+        [sys.executable, str(TOOL), *map(str, args)], cwd=REPO,
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_tool_pictures_keep_the_image_aspect_ratio(task, det_image,
+                                                   seg_image, tmp_path):
+    config, image = (DET_CONFIG, det_image) if task == 'det' else \
+        (SEG_CONFIG, seg_image)
+    out = run_tool(config, image, '--out-dir', tmp_path, '--tile-size', 200)
+    tile = tile_size((HEIGHT, WIDTH), 200)
+    assert tile == (120, 200)
+    # XXT: (global blocks, heads) per stage; at most 8 tiles per row.
+    for stage, (blocks, heads) in enumerate([(1, 2), (1, 4), (3, 8),
+                                             (1, 16)]):
+        png = mmcv.imread(tmp_path / f'attention_stage{stage + 1}.png')
+        assert png.shape[:2] == expected_grid(blocks * heads,
+                                              min(heads, 8), tile)
+    png = mmcv.imread(tmp_path / 'gradcam.png')
+    assert png.shape[:2] == expected_grid(2, 2, tile)
+    assert 'Grad-CAM of class' in out
+
+
+def test_grad_cam_of_a_chosen_class_and_stage(det_image, seg_image):
+    """Random-init models: Grad-CAM over the chosen stage's grid for the
+    requested class (the detector keeps every detection, so each class
+    has one)."""
+    model = load_model(str(DET_CONFIG))
+    batch = prepare_image(model, det_image)
+    size = batch['inputs'].shape[-2:]
+    for label in range(3):
+        cam = grad_cam(model, batch, label)
+        assert cam.label == label
+        assert cam.cam.shape == (size[0] // 32, size[1] // 32)
+        assert (cam.cam >= 0).all() and len(cam.box) == 4
+    cam = grad_cam(model, batch, stage=2)
+    assert cam.cam.shape == (size[0] // 16, size[1] // 16)
+    with pytest.raises(ValueError, match='stage 5 is not an output'):
+        grad_cam(model, batch, stage=4)
+    model = load_model(str(SEG_CONFIG))
+    cam = grad_cam(model, prepare_image(model, seg_image), 2)
+    assert cam.label == 2 and cam.box is None
+    assert torch.isfinite(cam.cam).all() and (cam.cam >= 0).all()
+
+
+def test_tool_loads_a_checkpoint(det_image, tmp_path):
+    """A checkpoint's weights are the ones drawn: attention maps of a
+    saved model differ from a fresh random model's and match its own."""
+    torch.manual_seed(1)
+    model = load_model(str(DET_CONFIG))
+    ckpt = tmp_path / 'model.pth'
+    save_checkpoint(
+        dict(state_dict=model.state_dict(),
+             meta=dict(dataset_meta=dict(classes=('a', 'b', 'c')))),
+        str(ckpt))
+    loaded = load_model(str(DET_CONFIG), str(ckpt))
+    assert loaded.dataset_meta['classes'] == ('a', 'b', 'c')
+    batch = prepare_image(loaded, det_image)
+    maps = [
+        record(m.backbone, batch['inputs'])[0][0].weights
+        for m in (model, loaded, load_model(str(DET_CONFIG)))
+    ]
+    torch.testing.assert_close(maps[0], maps[1])
+    assert not torch.allclose(maps[0], maps[2])
+    out = run_tool(DET_CONFIG, det_image, '--checkpoint', ckpt, '--out-dir',
+                   tmp_path / 'vis', '--class', 'b', '--query-token', 1, 2,
+                   '--stage', 3)
+    assert 'Grad-CAM of class b' in out
+    assert (tmp_path / 'vis' / 'gradcam.png').is_file()
