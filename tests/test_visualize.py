@@ -238,3 +238,15 @@ def test_tool_loads_a_checkpoint(det_image, tmp_path):
                    '--stage', 3)
     assert 'Grad-CAM of class b' in out
     assert (tmp_path / 'vis' / 'gradcam.png').is_file()
+
+
+def test_tool_names_bad_input(det_image, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(TOOL), str(DET_CONFIG), det_image,
+         '--checkpoint', str(tmp_path / 'missing.pth')],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert 'missing.pth\' does not exist' in result.stderr
+    model = load_model(str(DET_CONFIG))
+    with pytest.raises(ValueError, match='no detection of class 7'):
+        grad_cam(model, prepare_image(model, det_image), 7)

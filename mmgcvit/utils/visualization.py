@@ -10,7 +10,7 @@ back into image-shaped maps: where the global tokens look inside every
 window.
 
 ``grad_cam`` computes a Grad-CAM (Selvaraju et al., 2017) of the backbone's
-last stage for an mmdet detector (score of the top detection, optionally of
+last (or any output) stage for an mmdet detector (score of the top detection, optionally of
 one class) or an mmseg segmentor (logits of the top predicted class over its
 pixels), through the models' own ``predict``.
 
@@ -151,8 +151,8 @@ def load_model(config, checkpoint=None, cfg_options=None):
     Detectors keep every detection (``score_thr=0``) so that even a random
     model has a top detection to explain.
     """
-    cfg = Config.fromfile(config) if isinstance(config, str) else \
-        copy.deepcopy(config)
+    cfg = copy.deepcopy(config) if isinstance(config, Config) else \
+        Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))

@@ -73,8 +73,11 @@ def class_index(name, classes):
 
 def main():
     args = parse_args()
-    if not osp.isfile(args.image):
-        raise SystemExit(f'image {args.image!r} does not exist')
+    for kind, path in (('image', args.image),
+                       ('checkpoint', args.checkpoint)):
+        if path is not None and not osp.isfile(path):
+            raise SystemExit(f'{kind} {path!r} does not exist: pass the path '
+                             f'of an existing {kind} file.')
     model = load_model(args.config, args.checkpoint, args.cfg_options)
     target = None if args.target_class is None else class_index(
         args.target_class, model.dataset_meta['classes'])
