@@ -8,9 +8,11 @@ import torch
 
 import mmgcvit  # noqa: F401  (registers GCViT)
 from mmgcvit.models import GCViT
+from mmgcvit.models.backbones import biased_attention
 from mmgcvit.models.backbones.gcvit import (ARCH_SETTINGS,
                                             GlobalWindowAttention,
                                             LocalWindowAttention)
+from mmgcvit.utils.benchmark import peak_memory_mib
 
 # Small custom arch for the expensive shapes: both block kinds per stage.
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
@@ -240,6 +242,63 @@ def test_fused_matches_reference_attention(cls):
         assert rel_err(a, b) < 1e-5
 
 
+def test_biased_flash_attention_matches_explicit(monkeypatch):
+    """The CPU flash path for a learned bias: outputs and the gradients of
+    q, k, v and the bias as the explicit softmax gives them, also when the
+    bias gradient is accumulated over chunks that do not divide the
+    windows."""
+    monkeypatch.setattr(biased_attention, '_CHUNK_ELEMENTS', 2 * 3 * 49 * 49)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(5, 3, 49, 8) for _ in range(3))
+    bias = torch.randn(1, 3, 49, 49)
+    weights = torch.randn(5, 3, 49, 8)
+    results = []
+    for explicit in (True, False):
+        qi, ki, vi, bi = (t.clone().requires_grad_() for t in (q, k, v, bias))
+        if explicit:
+            out = ((qi @ ki.transpose(-2, -1)) * 0.3 + bi).softmax(-1) @ vi
+        else:
+            assert biased_attention.use_biased_flash(qi, bi, 0.)
+            out = biased_attention.biased_flash_attention(qi, ki, vi, bi, 0.3)
+        (out * weights).sum().backward()
+        results.append((out, qi.grad, ki.grad, vi.grad, bi.grad))
+    for a, b in zip(*results):
+        assert rel_err(b, a) < 1e-5
+
+
+def test_biased_flash_only_where_it_applies():
+    q = torch.randn(2, 1, 4, 8)
+    bias = torch.randn(1, 1, 4, 4, requires_grad=True)
+    assert biased_attention.use_biased_flash(q, bias, 0.)
+    assert not biased_attention.use_biased_flash(q, bias.detach(), 0.)
+    assert not biased_attention.use_biased_flash(q, bias, 0.1)
+    assert not biased_attention.use_biased_flash(q.bfloat16(), bias, 0.)
+    with torch.no_grad():
+        assert not biased_attention.use_biased_flash(q, bias, 0.)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not biased_attention.use_biased_flash(q, bias, 0.)
+
+
+def test_fused_training_keeps_no_attention_matrices():
+    """Training with the learned bias on the fused path must not store the
+    windows' attention matrices for backward, as the reference path does
+    (nor materialise the bias gradient per window, as CPU SDPA's math path
+    would)."""
+    x = torch.randn(1, 16, 576, 64)
+    peaks = {}
+    for fused in (True, False):
+        attn = clone_attention(LocalWindowAttention, fused, dim=64, heads=2,
+                               window=24).train()
+
+        def step():
+            attn(x).sum().backward()
+
+        peaks[fused] = peak_memory_mib(step, torch.device('cpu'))
+    attention_matrices_mib = 16 * 2 * 576 * 576 * 4 / 2**20
+    assert peaks[False] > attention_matrices_mib
+    assert peaks[True] < 0.6 * peaks[False], peaks
+
+
 def test_fused_matches_reference_stage():
     x = torch.randn(2, 3, 60, 44)
     results = []
@@ -252,7 +311,12 @@ def test_fused_matches_reference_stage():
         xi = x.clone().requires_grad_()
         feat = model.patch_embed(xi)
         nxt, out = stage(feat)
-        (out.square().sum() + nxt.square().sum()).backward()
+        # Random weights, not squares: the sum of squares of a LayerNorm
+        # output (the down-sampler's last op) is constant, which would leave
+        # only rounding noise in the gradients.
+        torch.manual_seed(1)
+        ((out * torch.randn_like(out)).sum() +
+         (nxt * torch.randn_like(nxt)).sum()).backward()
         results.append((out, xi.grad, [p.grad for p in stage.parameters()]))
     (o0, g0, p0), (o1, g1, p1) = results
     assert rel_err(o0, o1) < 1e-5

@@ -19,6 +19,7 @@ from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch.nn.init import trunc_normal_
 
 from mmgcvit.registry import register_model
+from .biased_attention import biased_flash_attention, use_biased_flash
 from .gcvit_checkpoint import load_pretrained
 
 # (embed_dims, depths, num_heads, mlp_ratio, layer_scale), official variants.
@@ -302,11 +303,15 @@ class _WindowAttention(nn.Module):
             # query) operands send CPU SDPA to its 4x slower math path, so
             # the global query is materialised per window instead.
             q = q.expand(B, nW, -1, -1, -1).flatten(0, 1)
-            out = F.scaled_dot_product_attention(
-                q, k.flatten(0, 1), v.flatten(0, 1),
-                attn_mask=bias.to(q.dtype).unsqueeze(0),
-                dropout_p=self.attn_drop.p if self.training else 0.,
-                scale=self.scale)
+            k, v = k.flatten(0, 1), v.flatten(0, 1)
+            bias = bias.to(q.dtype).unsqueeze(0)
+            dropout_p = self.attn_drop.p if self.training else 0.
+            if use_biased_flash(q, bias, dropout_p):
+                out = biased_flash_attention(q, k, v, bias, self.scale)
+            else:
+                out = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=bias, dropout_p=dropout_p,
+                    scale=self.scale)
             out = out.view(B, nW, self.num_heads, N, self.head_dim)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)
