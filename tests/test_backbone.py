@@ -5,6 +5,7 @@ import math
 import pytest
 import timm
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import mmgcvit  # noqa: F401  (registers GCViT)
 from mmgcvit.models import GCViT
@@ -215,21 +216,58 @@ def test_with_cp_same_results_less_memory():
     assert saved1 < saved0 / 2
 
 
+class CountOps(TorchDispatchMode):
+    """Counts calls of one aten op that reach the kernels."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.op, self.calls = op, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += func is self.op
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('with_cp', [False, True])
+def test_with_cp_keeps_fused_attention_outputs(with_cp):
+    """Checkpointed blocks recompute their linears and norms in backward but
+    not the attention kernel, whose outputs are kept."""
+    torch.manual_seed(0)
+    model = GCViT(arch=TINY, with_cp=with_cp).train()
+    blocks = sum(len(level.blocks) for level in model.levels)
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+    with CountOps(flash) as forward_calls:
+        outs = model(torch.randn(1, 3, 64, 64))
+    with CountOps(flash) as backward_calls:
+        sum(o.sum() for o in outs).backward()
+    assert forward_calls.calls >= blocks
+    assert backward_calls.calls == 0
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def clone_attention(cls, fused, dim=32, heads=4, window=7):
     torch.manual_seed(0)
     return cls(dim, heads, window, fused_attn=fused)
 
 
 @pytest.mark.parametrize('cls', [LocalWindowAttention, GlobalWindowAttention])
-def test_fused_matches_reference_attention(cls):
+@pytest.mark.parametrize(
+    'windows, size',
+    [(3, None), (6, (14, 21)), (6, (10, 21)), (6, (14, 17)), (6, (9, 16))],
+    ids=['windows', 'whole-map', 'partial-rows', 'partial-cols', 'partial'])
+def test_fused_matches_reference_attention(cls, windows, size):
+    """Same outputs and gradients on both paths, also where the fused path
+    skips the queries of a map's zero padding (7x7 windows, 2x3 grid)."""
     torch.manual_seed(1)
-    x = torch.randn(2, 3, 49, 32)
+    x = torch.randn(2, windows, 49, 32)
     q_global = torch.randn(2, 1, 4, 49, 8)
     results = []
     for fused in (True, False):
         attn = clone_attention(cls, fused)
         xi, qi = x.clone().requires_grad_(), q_global.clone().requires_grad_()
-        out = attn(xi, qi)
+        out = attn(xi, qi, size=size)
+        expected_shape = (2, *size, 32) if size else x.shape
+        assert out.shape == expected_shape
         out.square().sum().backward()
         results.append((out, xi.grad, qi.grad,
                         [p.grad for p in attn.parameters()]))
@@ -246,15 +284,17 @@ def test_biased_flash_attention_matches_explicit(monkeypatch):
     """The CPU flash path for a learned bias: outputs and the gradients of
     q, k, v and the bias as the explicit softmax gives them, also when the
     bias gradient is accumulated over chunks that do not divide the
-    windows."""
-    monkeypatch.setattr(biased_attention, '_CHUNK_ELEMENTS', 2 * 3 * 49 * 49)
+    windows, for head-strided operands as the qkv projection gives, and for
+    fewer queries than keys (padded queries skipped)."""
+    monkeypatch.setattr(biased_attention, '_CHUNK_ELEMENTS', 2 * 3 * 30 * 49)
     torch.manual_seed(0)
-    q, k, v = (torch.randn(5, 3, 49, 8) for _ in range(3))
-    bias = torch.randn(1, 3, 49, 49)
-    weights = torch.randn(5, 3, 49, 8)
+    q, k, v = torch.randn(5, 49, 3, 3, 8).permute(3, 0, 2, 1, 4)
+    q = q[:, :, :30]
+    bias = torch.randn(1, 3, 30, 49)
+    weights = torch.randn(5, 3, 30, 8)
     results = []
     for explicit in (True, False):
-        qi, ki, vi, bi = (t.clone().requires_grad_() for t in (q, k, v, bias))
+        qi, ki, vi, bi = (t.detach().requires_grad_() for t in (q, k, v, bias))
         if explicit:
             out = ((qi @ ki.transpose(-2, -1)) * 0.3 + bi).softmax(-1) @ vi
         else:

@@ -4,16 +4,23 @@ With an ``attn_mask`` that requires grad, ``F.scaled_dot_product_attention``
 on CPU leaves its flash kernel for the math path, which keeps every window's
 attention matrix for backward. Training GC ViT always has that case (the
 relative-position bias is learned), so this function runs the flash kernel
-forward and backward and recomputes the bias gradient itself, a few windows
-at a time, keeping memory at one chunk of attention matrices.
+forward, keeping only the output and the rows' log-sum-exp, and computes the
+backward itself a few windows at a time: memory stays at one chunk of
+attention matrices.
+
+The backward recomputes each chunk's probabilities from the log-sum-exp and
+derives every gradient from one ``d(logits)``: five matmuls and one
+``exp`` per element. Torch's flash backward followed by a separate pass for
+the bias gradient took seven matmuls and two; at GC ViT-T's 576-token
+windows this backward makes forward+backward of the attention 1.4-2.1x
+faster than the explicit reference's (1.0-1.5x before), on 2 CPU threads.
 """
 import torch
 
 _flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-_flash_backward = \
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 # Elements of one recomputed block of attention matrices (8 MiB in fp32):
-# large enough for efficient matmuls, small beside the activations.
+# large enough for efficient matmuls, small beside the activations; 2**20 to
+# 2**23 measured within 5% of each other.
 _CHUNK_ELEMENTS = 2**21
 
 
@@ -38,29 +45,54 @@ class _BiasedFlashAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, bias, out, lse = ctx.saved_tensors
+        num_windows, heads, queries, head_dim = q.shape
+        kv_shape, keys = k.shape, k.shape[2]
         grad_out = grad_out.contiguous()
-        grad_q, grad_k, grad_v = _flash_backward(
-            grad_out, q, k, v, out, lse, 0., False, attn_mask=bias,
-            scale=ctx.scale)
-        grad_bias = None
-        if ctx.needs_input_grad[3]:
-            # d(logits) = P * (dO V^T - rowsum(dO * O)); the bias is shared
-            # by all windows, so its gradient sums over them.
-            grad_bias = torch.zeros_like(bias)
-            delta = (grad_out * out).sum(-1, keepdim=True)
-            num_windows, heads, n, _ = q.shape
-            chunk = max(1, _CHUNK_ELEMENTS // (heads * n * n))
-            for start in range(0, num_windows, chunk):
-                part = slice(start, start + chunk)
-                probs = (q[part] @ k[part].transpose(-2, -1)).mul_(ctx.scale)
-                probs.add_(bias).sub_(lse[part].unsqueeze(-1)).exp_()
-                grad_logits = grad_out[part] @ v[part].transpose(-2, -1)
-                grad_logits.sub_(delta[part]).mul_(probs)
-                grad_bias += grad_logits.sum(0, keepdim=True)
-        return grad_q, grad_k, grad_v, grad_bias, None
+        # Batched matrices of (window, head) pairs; q and k pre-scaled once
+        # so no pass over a block of attention matrices is spent on the scale.
+        q_scaled = (q * ctx.scale).reshape(-1, queries, head_dim)
+        k_scaled = (k * ctx.scale).reshape(-1, keys, head_dim)
+        k, v = (t.reshape(-1, keys, head_dim) for t in (k, v))
+        flat_grad_out = grad_out.view(-1, queries, head_dim)
+        # -rowsum(dO * O): the softmax-backward term shared by a row's keys.
+        neg_delta = (grad_out * out).sum(-1, keepdim=True).neg_()
+        neg_delta = neg_delta.view(-1, queries, 1)
+        lse = lse.view(num_windows, heads, queries, 1)
+        grad_q, grad_k, grad_v = (torch.empty_like(t) for t in (q_scaled, k,
+                                                                   v))
+        grad_bias = torch.zeros_like(bias)
+        chunk = max(1, _CHUNK_ELEMENTS // (heads * queries * keys))
+        # Reused across chunks: fresh pages would be faulted in each time.
+        probs_buf = bias.new_empty(chunk * heads, queries, keys)
+        grad_logits_buf = torch.empty_like(probs_buf)
+        for start in range(0, num_windows, chunk):
+            size = min(chunk, num_windows - start)
+            rows = slice(start * heads, (start + size) * heads)
+            probs = probs_buf[:size * heads]
+            grad_logits = grad_logits_buf[:size * heads]
+            # P = exp(q k^T * scale + bias - lse), the forward's softmax.
+            torch.sub(bias, lse[start:start + size],
+                      out=probs.view(size, heads, queries, keys))
+            probs.baddbmm_(q_scaled[rows], k[rows].transpose(1, 2)).exp_()
+            torch.bmm(probs.transpose(1, 2), flat_grad_out[rows],
+                      out=grad_v[rows])
+            # d(logits) = P * (dO v^T - rowsum(dO * O))
+            torch.baddbmm(neg_delta[rows], flat_grad_out[rows],
+                          v[rows].transpose(1, 2), out=grad_logits)
+            grad_logits.mul_(probs)
+            # The bias is shared by all windows: its gradient sums over them.
+            grad_bias += grad_logits.view(size, heads, queries,
+                                          keys).sum(0, keepdim=True)
+            torch.bmm(grad_logits, k_scaled[rows], out=grad_q[rows])
+            torch.bmm(grad_logits.transpose(1, 2), q_scaled[rows],
+                      out=grad_k[rows])
+        grad_bias = grad_bias if ctx.needs_input_grad[3] else None
+        return (grad_q.view(q.shape), grad_k.view(kv_shape),
+                grad_v.view(kv_shape), grad_bias, None)
 
 
 def biased_flash_attention(q, k, v, bias, scale):
-    """``softmax(q k^T * scale + bias) v`` for ``(B, heads, N, head_dim)``
-    operands and a ``(1, heads, N, N)`` bias shared by the batch."""
+    """``softmax(q k^T * scale + bias) v`` for ``(B, heads, queries,
+    head_dim)`` q, ``(B, heads, keys, head_dim)`` k and v and a ``(1, heads,
+    queries, keys)`` bias shared by the batch."""
     return _BiasedFlashAttention.apply(q, k, v, bias, scale)

@@ -5,6 +5,7 @@ Module and parameter names follow the official NVlabs implementation, so its
 ImageNet checkpoints (and the backbone part of its mmdet-2 detection
 checkpoints) map onto this model key for key.
 """
+import functools
 import math
 
 import torch
@@ -21,6 +22,20 @@ from torch.nn.init import trunc_normal_
 from mmgcvit.registry import register_model
 from .biased_attention import biased_flash_attention, use_biased_flash
 from .gcvit_checkpoint import load_pretrained
+
+# Outputs kept by `with_cp` instead of recomputed: the fused attention
+# kernels' (output, log-sum-exp), a fraction of a block's activations that
+# costs a third to a half of its forward to recompute (CPU flash, CUDA
+# flash / memory-efficient / cuDNN).
+_KEPT_UNDER_CP = [
+    getattr(torch.ops.aten, name).default for name in (
+        '_scaled_dot_product_flash_attention_for_cpu',
+        '_scaled_dot_product_flash_attention',
+        '_scaled_dot_product_efficient_attention',
+        '_scaled_dot_product_cudnn_attention')
+]
+_keep_attention_outputs = functools.partial(
+    cp.create_selective_checkpoint_contexts, _KEPT_UNDER_CP)
 
 # (embed_dims, depths, num_heads, mlp_ratio, layer_scale), official variants.
 _VARIANTS = {
@@ -285,41 +300,107 @@ class _WindowAttention(nn.Module):
                 and self._bias_cache[0] == key:
             return self._bias_cache[1]
         n = self.window_size**2
-        bias = table[self.relative_position_index].view(n, n, -1)
-        bias = bias.permute(2, 0, 1).contiguous()
+        # index_select along a head-major copy of the table: its backward
+        # (index_add_) is 5-9x faster on CPU than advanced indexing's
+        # accumulating index_put_, and no permuted copy of the bias is made.
+        bias = table.t().contiguous().index_select(
+            1, self.relative_position_index).view(-1, n, n)
         self._bias_cache = (key, bias) if cacheable else None
         return bias
 
     def _qkv(self, x, q_global):
         raise NotImplementedError
 
-    def forward(self, x, q_global=None):
-        """``x``: ``(B, num_windows, N, C)`` windows of each image."""
+    def forward(self, x, q_global=None, size=None):
+        """Attention inside each window of a zero-padded map.
+
+        Args:
+            x: ``(B, num_windows, N, C)`` windows, row-major over the map.
+            q_global: the stage's global query (global attention only).
+            size: ``(H, W)`` of the map before padding. Given, the result is
+                the ``(B, H, W, C)`` map cropped to it, and the fused path
+                skips the queries at padded positions, whose outputs the
+                crop would drop. None: ``(B, num_windows, N, C)``, every
+                query of every window.
+        """
         B, nW, N, C = x.shape
+        w = self.window_size
+        # Without a size, the windows are taken as one band of a map whose
+        # tokens are all valid.
+        height, width = size or (w, nW * w)
+        grid = (math.ceil(height / w), math.ceil(width / w))
+        if grid[0] * grid[1] != nW:
+            raise ValueError(f'{nW} windows of {w}x{w} do not tile a '
+                             f'{height}x{width} map padded to whole windows')
         q, k, v = self._qkv(x, q_global)
         bias = self.relative_position_bias()
         if self.fused_attn:
-            # 4-D operands and a 4-D mask: a 3-D mask or 5-D (broadcast
-            # query) operands send CPU SDPA to its 4x slower math path, so
-            # the global query is materialised per window instead.
-            q = q.expand(B, nW, -1, -1, -1).flatten(0, 1)
-            k, v = k.flatten(0, 1), v.flatten(0, 1)
-            bias = bias.to(q.dtype).unsqueeze(0)
-            dropout_p = self.attn_drop.p if self.training else 0.
-            if use_biased_flash(q, bias, dropout_p):
-                out = biased_flash_attention(q, k, v, bias, self.scale)
-            else:
-                out = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=bias, dropout_p=dropout_p,
-                    scale=self.scale)
-            out = out.view(B, nW, self.num_heads, N, self.head_dim)
+            out = self._fused_valid_queries(q, k, v, bias, grid, height,
+                                            width)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)
             # Softmax in fp32 so fp16/bf16 autocast cannot overflow it.
             attn = (attn.float() + bias.float()).softmax(dim=-1)
             out = self.attn_drop(attn).to(v.dtype) @ v
-        out = out.transpose(2, 3).reshape(B, nW, N, C)
-        return self.proj_drop(self.proj(out))
+            out = out.transpose(2, 3).reshape(B, *grid, w, w, C)
+            out = out.transpose(2, 3).reshape(B, grid[0] * w, grid[1] * w,
+                                             C)[:, :height, :width]
+        out = self.proj_drop(self.proj(out))
+        if size is None:
+            out = out.view(B, w, nW, w, C).transpose(1, 2).reshape(B, nW, N, C)
+        return out
+
+    def _fused_valid_queries(self, q, k, v, bias, grid, height, width):
+        """SDPA for the queries inside ``height x width``, a rectangle of
+        windows at a time (those sharing their valid rows and columns);
+        returns the ``(B, height, width, C)`` map."""
+        B, heads, d = k.shape[0], self.num_heads, self.head_dim
+        w, N = self.window_size, self.window_size**2
+        q = q.expand(B, grid[0] * grid[1], -1, -1, -1)
+        q = q.reshape(B, *grid, heads, w, w, d)
+        k, v = (t.reshape(B, *grid, heads, N, d) for t in (k, v))
+        bias = bias.to(q.dtype).view(heads, w, w, N)
+        bands = []
+        for rows, valid_rows in _window_spans(height, w):
+            cells = []
+            for cols, valid_cols in _window_spans(width, w):
+                n_rows, n_cols = rows.stop - rows.start, cols.stop - cols.start
+                windows = B * n_rows * n_cols
+                queries = valid_rows * valid_cols
+                # 4-D operands and a 4-D mask: a 3-D mask or 5-D (broadcast
+                # query) operands send CPU SDPA to its 4x slower math path,
+                # so the global query is materialised per window instead.
+                out = self._sdpa(
+                    q[:, rows, cols, :, :valid_rows, :valid_cols].reshape(
+                        windows, heads, queries, d),
+                    k[:, rows, cols].reshape(windows, heads, N, d),
+                    v[:, rows, cols].reshape(windows, heads, N, d),
+                    bias[:, :valid_rows, :valid_cols].reshape(
+                        1, heads, queries, N))
+                out = out.view(B, n_rows, n_cols, heads, valid_rows,
+                               valid_cols, d).permute(0, 1, 4, 2, 5, 3, 6)
+                cells.append(out.reshape(B, n_rows * valid_rows,
+                                         n_cols * valid_cols, heads * d))
+            bands.append(torch.cat(cells, dim=2))
+        return torch.cat(bands, dim=1)
+
+    def _sdpa(self, q, k, v, bias):
+        dropout_p = self.attn_drop.p if self.training else 0.
+        if use_biased_flash(q, bias, dropout_p):
+            return biased_flash_attention(q, k, v, bias, self.scale)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=self.scale)
+
+
+def _window_spans(length, window_size):
+    """``(slice of window indices, valid tokens in each)`` along one axis of
+    a map of ``length`` tokens padded to whole windows: the full windows,
+    then the partial last one."""
+    full, rest = divmod(length, window_size)
+    spans = [(slice(0, full), window_size)] if full else []
+    if rest:
+        spans.append((slice(full, full + 1), rest))
+    return spans
 
 
 class LocalWindowAttention(_WindowAttention):
@@ -390,9 +471,7 @@ class GCViTBlock(nn.Module):
         Hp, Wp = math.ceil(H / w) * w, math.ceil(W / w) * w
         x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
         x = x.view(B, Hp // w, w, Wp // w, w, C).transpose(2, 3)
-        x = self.attn(x.reshape(B, -1, w * w, C), q_global)
-        x = x.view(B, Hp // w, Wp // w, w, w, C).transpose(2, 3)
-        return x.reshape(B, Hp, Wp, C)[:, :H, :W]
+        return self.attn(x.reshape(B, -1, w * w, C), q_global, size=(H, W))
 
     def forward(self, x, q_global):
         x = x + self.drop_path(
@@ -426,7 +505,11 @@ class GCViTStage(nn.Module):
         for block in self.blocks:
             if self.with_cp and self.training and torch.is_grad_enabled() \
                     and any(p.requires_grad for p in block.parameters()):
-                x = cp.checkpoint(block, x, q_global, use_reentrant=False)
+                # Kept outputs go through any saved-tensor hooks (e.g.
+                # save_on_cpu) like the rest of what autograd saves.
+                x = cp.checkpoint(block, x, q_global, use_reentrant=False,
+                                  context_fn=_keep_attention_outputs,
+                                  respect_saved_tensors_hooks=True)
             else:
                 x = block(x, q_global)
         if self.downsample is None:
@@ -464,7 +547,8 @@ class GCViT(BaseModule):
         frozen_stages (int): -1 trains all; 0 freezes the stem; k >= 1 also
             freezes stages 1..k (their blocks, global query generator,
             down-sampler and output norm). Frozen parts stay in eval mode.
-        with_cp (bool): gradient checkpointing per block while training.
+        with_cp (bool): gradient checkpointing per block while training;
+            the fused attention's outputs are kept, the rest recomputed.
         fused_attn (bool): ``F.scaled_dot_product_attention`` (True) or the
             explicit softmax(q k^T + bias) v (False).
         norm_cfg (dict): norm layer config (channels-last LayerNorm).
