@@ -280,6 +280,13 @@ def test_fused_matches_reference_attention(cls, windows, size):
         assert rel_err(a, b) < 1e-5
 
 
+def test_attention_refuses_a_size_its_windows_do_not_tile():
+    attn = LocalWindowAttention(32, 4, 7)
+    with pytest.raises(ValueError, match='6 windows of 7x7 do not tile a '
+                       '14x28 map'):
+        attn(torch.randn(1, 6, 49, 32), size=(14, 28))
+
+
 def test_biased_flash_attention_matches_explicit(monkeypatch):
     """The CPU flash path for a learned bias: outputs and the gradients of
     q, k, v and the bias as the explicit softmax gives them, also when the
