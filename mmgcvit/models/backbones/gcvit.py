@@ -381,8 +381,8 @@ class _WindowAttention(nn.Module):
                                valid_cols, d).permute(0, 1, 4, 2, 5, 3, 6)
                 cells.append(out.reshape(B, n_rows * valid_rows,
                                          n_cols * valid_cols, heads * d))
-            bands.append(torch.cat(cells, dim=2))
-        return torch.cat(bands, dim=1)
+            bands.append(_concat(cells, dim=2))
+        return _concat(bands, dim=1)
 
     def _sdpa(self, q, k, v, bias):
         dropout_p = self.attn_drop.p if self.training else 0.
@@ -390,6 +390,13 @@ class _WindowAttention(nn.Module):
             return biased_flash_attention(q, k, v, bias, self.scale)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=self.scale)
+
+
+def _concat(parts, dim):
+    """``torch.cat`` that returns a single part as it is: maps of whole
+    windows have one band of one cell, and each cat would copy the whole
+    attention output of the block."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
 
 
 def _window_spans(length, window_size):
