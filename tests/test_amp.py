@@ -106,9 +106,10 @@ def test_attention_softmax_precision(fused_attn, dtype):
     attn = LocalWindowAttention(64, 2, 7, fused_attn=fused_attn).eval()
     with torch.no_grad():
         attn.qkv.weight.mul_(40)
-    x = torch.randn(1, 2, 49, 64)
+    windows = torch.randn(1, 2, 49, 64)
+    x = windows.view(1, 2, 7, 7, 64).transpose(1, 2).reshape(1, 7, 14, 64)
     with torch.no_grad():
-        q, k, _ = attn._qkv(x, None)
+        q, k, _ = attn._qkv(windows, None, 7, 7)
         logits = (q * attn.scale) @ k.transpose(-2, -1)
         assert logits.abs().max() > 100
         reference = attn(x)

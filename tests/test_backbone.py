@@ -245,29 +245,34 @@ def test_with_cp_keeps_fused_attention_outputs(with_cp):
     assert all(p.grad is not None for p in model.parameters())
 
 
-def clone_attention(cls, fused, dim=32, heads=4, window=7):
+def clone_attention(cls, fused, dim=32, heads=4, window=7, qkv_bias=True):
     torch.manual_seed(0)
-    return cls(dim, heads, window, fused_attn=fused)
+    attn = cls(dim, heads, window, qkv_bias=qkv_bias, fused_attn=fused)
+    # A bias of the scale of q k^T, so that the padded keys' share of the
+    # softmax is far from uniform.
+    with torch.no_grad():
+        attn.relative_position_bias_table.normal_()
+    return attn
 
 
 @pytest.mark.parametrize('cls', [LocalWindowAttention, GlobalWindowAttention])
 @pytest.mark.parametrize(
-    'windows, size',
-    [(3, None), (6, (14, 21)), (6, (10, 21)), (6, (14, 17)), (6, (9, 16))],
-    ids=['windows', 'whole-map', 'partial-rows', 'partial-cols', 'partial'])
-def test_fused_matches_reference_attention(cls, windows, size):
+    'size', [(14, 21), (10, 21), (14, 17), (9, 16), (5, 3)],
+    ids=['whole-map', 'partial-rows', 'partial-cols', 'partial', 'small'])
+@pytest.mark.parametrize('qkv_bias', [True, False], ids=['bias', 'no-bias'])
+def test_fused_matches_reference_attention(cls, size, qkv_bias):
     """Same outputs and gradients on both paths, also where the fused path
-    skips the queries of a map's zero padding (7x7 windows, 2x3 grid)."""
+    skips the zero padding of the map (7x7 windows): its queries, and its
+    keys, counted as one."""
     torch.manual_seed(1)
-    x = torch.randn(2, windows, 49, 32)
+    x = torch.randn(2, *size, 32)
     q_global = torch.randn(2, 1, 4, 49, 8)
     results = []
     for fused in (True, False):
-        attn = clone_attention(cls, fused)
+        attn = clone_attention(cls, fused, qkv_bias=qkv_bias)
         xi, qi = x.clone().requires_grad_(), q_global.clone().requires_grad_()
-        out = attn(xi, qi, size=size)
-        expected_shape = (2, *size, 32) if size else x.shape
-        assert out.shape == expected_shape
+        out = attn(xi, qi)
+        assert out.shape == x.shape
         out.square().sum().backward()
         results.append((out, xi.grad, qi.grad,
                         [p.grad for p in attn.parameters()]))
@@ -280,11 +285,22 @@ def test_fused_matches_reference_attention(cls, windows, size):
         assert rel_err(a, b) < 1e-5
 
 
-def test_attention_refuses_a_size_its_windows_do_not_tile():
-    attn = LocalWindowAttention(32, 4, 7)
-    with pytest.raises(ValueError, match='6 windows of 7x7 do not tile a '
-                       '14x28 map'):
-        attn(torch.randn(1, 6, 49, 32), size=(14, 28))
+@pytest.mark.parametrize('cls', [LocalWindowAttention, GlobalWindowAttention])
+def test_padding_keys_collapsed_or_each(cls):
+    """The padded keys as one collapsed key (no attention dropout) or each
+    on its own (dropout drops keys one by one) give the same attention."""
+    attn = clone_attention(cls, True)
+    torch.manual_seed(2)
+    q, k, v = torch.randn(3, 6, 4, 12, 8).unbind(0)
+    bias = attn.relative_position_bias().view(4, 7, 7, 49)[:, :3, :4]
+    bias = bias.reshape(4, 12, 49)
+    outs = []
+    for collapse in (True, False):
+        ki, vi, b = attn._add_padding_keys(k, v, bias, 3, 4, collapse)
+        assert ki.shape[2] == vi.shape[2] == b.shape[-1] == (
+            13 if collapse else 49)
+        outs.append(attn._sdpa(q, ki, vi, b.unsqueeze(0), 0.))
+    assert rel_err(outs[0], outs[1]) < 1e-5
 
 
 def test_biased_flash_attention_matches_explicit(monkeypatch):
@@ -331,7 +347,7 @@ def test_fused_training_keeps_no_attention_matrices():
     windows' attention matrices for backward, as the reference path does
     (nor materialise the bias gradient per window, as CPU SDPA's math path
     would)."""
-    x = torch.randn(1, 16, 576, 64)
+    x = torch.randn(1, 96, 96, 64)
     peaks = {}
     for fused in (True, False):
         attn = clone_attention(LocalWindowAttention, fused, dim=64, heads=2,
@@ -384,7 +400,7 @@ def test_autocast_forward_is_finite(dtype, fused):
 
 
 def test_attention_dropout_in_both_paths():
-    x = torch.randn(1, 2, 49, 32)
+    x = torch.randn(1, 9, 10, 32)
     for fused in (True, False):
         attn = LocalWindowAttention(32, 4, 7, attn_drop=0.5, fused_attn=fused)
         attn.train()

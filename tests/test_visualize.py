@@ -14,6 +14,7 @@ from pathlib import Path
 import mmcv
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.runner import save_checkpoint
 
 from mmgcvit.datasets import generate_ade20k, generate_coco
@@ -82,7 +83,12 @@ def test_weights_equal_recomputation_from_block_inputs(backbone):
         handle.remove()
     x, q_global = inputs[block.attn]
     attn = block.attn
-    B, nW, N, C = x.shape
+    B, H, W, C = x.shape
+    w = attn.window_size
+    nh, nw = -(-H // w), -(-W // w)
+    x = F.pad(x, (0, 0, 0, nw * w - W, 0, nh * w - H))
+    x = x.view(B, nh, w, nw, w, C).transpose(2, 3).reshape(B, -1, w * w, C)
+    nW, N = nh * nw, w * w
     k = attn.qkv(x)[..., :C].view(B, nW, N, attn.num_heads, -1)
     k = k.permute(0, 1, 3, 2, 4)
     bias = attn.relative_position_bias_table[

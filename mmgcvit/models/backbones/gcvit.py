@@ -257,9 +257,17 @@ def relative_position_index(window_size):
 
 
 class _WindowAttention(nn.Module):
-    """Multi-head attention inside windows with a learned relative-position
-    bias; ``fused_attn`` picks ``F.scaled_dot_product_attention`` over the
-    explicit softmax (same result)."""
+    """Multi-head attention inside the windows of a ``(B, H, W, C)`` map,
+    with a learned relative-position bias; returns the ``(B, H, W, C)`` map.
+
+    Any H x W: as in the official detection code, the (normalised) map is
+    zero-padded bottom/right to whole windows and attended without a mask,
+    so padded tokens are keys and values too; outputs at padded positions
+    are cropped. ``fused_attn`` picks ``F.scaled_dot_product_attention``
+    over that, which gives the same result without computing the padding
+    (see :meth:`_fused`); False runs the explicit softmax(q k^T + bias) v
+    over the padded windows, the reference.
+    """
 
     num_projections = 3
 
@@ -308,114 +316,136 @@ class _WindowAttention(nn.Module):
         self._bias_cache = (key, bias) if cacheable else None
         return bias
 
-    def _qkv(self, x, q_global):
+    def _qkv(self, windows, q_global, rows, cols):
+        """q ``(B, 1 or n, heads, Q, d)``, k and v ``(B, n, heads, Q, d)`` of
+        ``(B, n, Q, C)`` windows holding the top-left ``rows x cols`` tokens
+        of each window (Q = rows * cols)."""
         raise NotImplementedError
 
-    def forward(self, x, q_global=None, size=None):
-        """Attention inside each window of a zero-padded map.
-
-        Args:
-            x: ``(B, num_windows, N, C)`` windows, row-major over the map.
+    def forward(self, x, q_global=None):
+        """Args:
+            x: ``(B, H, W, C)`` map.
             q_global: the stage's global query (global attention only).
-            size: ``(H, W)`` of the map before padding. Given, the result is
-                the ``(B, H, W, C)`` map cropped to it, and the fused path
-                skips the queries at padded positions, whose outputs the
-                crop would drop. None: ``(B, num_windows, N, C)``, every
-                query of every window.
         """
-        B, nW, N, C = x.shape
-        w = self.window_size
-        # Without a size, the windows are taken as one band of a map whose
-        # tokens are all valid.
-        height, width = size or (w, nW * w)
-        grid = (math.ceil(height / w), math.ceil(width / w))
-        if grid[0] * grid[1] != nW:
-            raise ValueError(f'{nW} windows of {w}x{w} do not tile a '
-                             f'{height}x{width} map padded to whole windows')
-        q, k, v = self._qkv(x, q_global)
-        bias = self.relative_position_bias()
         if self.fused_attn:
-            out = self._fused_valid_queries(q, k, v, bias, grid, height,
-                                            width)
+            out = self._fused(x, q_global)
         else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            # Softmax in fp32 so fp16/bf16 autocast cannot overflow it.
-            attn = (attn.float() + bias.float()).softmax(dim=-1)
-            out = self.attn_drop(attn).to(v.dtype) @ v
-            out = out.transpose(2, 3).reshape(B, *grid, w, w, C)
-            out = out.transpose(2, 3).reshape(B, grid[0] * w, grid[1] * w,
-                                             C)[:, :height, :width]
-        out = self.proj_drop(self.proj(out))
-        if size is None:
-            out = out.view(B, w, nW, w, C).transpose(1, 2).reshape(B, nW, N, C)
+            out = self._explicit(x, q_global)
+        return self.proj_drop(self.proj(out))
+
+    def _explicit(self, x, q_global):
+        B, H, W, C = x.shape
+        w = self.window_size
+        grid = (math.ceil(H / w), math.ceil(W / w))
+        x = F.pad(x, (0, 0, 0, grid[1] * w - W, 0, grid[0] * w - H))
+        x = x.view(B, grid[0], w, grid[1], w, C).transpose(2, 3)
+        q, k, v = self._qkv(
+            x.reshape(B, grid[0] * grid[1], w * w, C), q_global, w, w)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        # Softmax in fp32 so fp16/bf16 autocast cannot overflow it.
+        attn = (attn.float() + self.relative_position_bias().float()).softmax(
+            dim=-1)
+        out = self.attn_drop(attn).to(v.dtype) @ v
+        out = out.transpose(2, 3).reshape(B, *grid, w, w, C)
+        return out.transpose(2, 3).reshape(B, grid[0] * w, grid[1] * w,
+                                           C)[:, :H, :W]
+
+    def _fused(self, x, q_global):
+        """SDPA over the windows a rectangle at a time (those sharing their
+        valid rows and columns: at most 4), on the valid tokens only.
+
+        Queries at padded positions are skipped (their outputs would be
+        cropped). A zero-padded token's key and value are the qkv bias
+        whatever its position, so the padded keys of a window differ only in
+        their relative-position bias b_j, and the softmax weighs their
+        common value by sum_j exp(q k + b_j): one key with bias
+        logsumexp_j b_j counts them all. Under attention dropout, which
+        drops each key on its own, every padded key is kept instead.
+        """
+        B, H, W, C = x.shape
+        w, heads, d = self.window_size, self.num_heads, self.head_dim
+        bias = self.relative_position_bias().view(heads, w, w, w * w)
+        dropout_p = self.attn_drop.p if self.training else 0.
+        out = x.new_empty(B, H, W, C)
+        for rows, n_rows, valid_rows in _window_spans(H, w):
+            for cols, n_cols, valid_cols in _window_spans(W, w):
+                n, queries = n_rows * n_cols, valid_rows * valid_cols
+                windows = x[:, rows, cols].reshape(B, n_rows, valid_rows,
+                                                   n_cols, valid_cols, C)
+                q, k, v = self._qkv(
+                    windows.transpose(2, 3).reshape(B, n, queries, C),
+                    q_global, valid_rows, valid_cols)
+                # 4-D operands: 5-D ones (a query broadcast over windows)
+                # send CPU SDPA to its 4x slower math path, so the global
+                # query is materialised per window.
+                q = q.expand(B, n, -1, -1, -1).reshape(B * n, heads, queries,
+                                                       d)
+                k, v = (t.reshape(B * n, heads, queries, d) for t in (k, v))
+                b = bias[:, :valid_rows, :valid_cols].reshape(heads, queries,
+                                                             w * w)
+                if queries < w * w:
+                    k, v, b = self._add_padding_keys(
+                        k, v, b, valid_rows, valid_cols,
+                        collapse=dropout_p == 0.)
+                o = self._sdpa(q, k, v, b.unsqueeze(0).to(q.dtype),
+                               dropout_p)
+                out[:, rows, cols].view(
+                    B, n_rows, valid_rows, n_cols, valid_cols, heads,
+                    d).copy_(
+                        o.view(B, n_rows, n_cols, heads, valid_rows,
+                               valid_cols, d).permute(0, 1, 4, 2, 5, 3, 6))
         return out
 
-    def _fused_valid_queries(self, q, k, v, bias, grid, height, width):
-        """SDPA for the queries inside ``height x width``, a rectangle of
-        windows at a time (those sharing their valid rows and columns);
-        returns the ``(B, height, width, C)`` map."""
-        B, heads, d = k.shape[0], self.num_heads, self.head_dim
-        w, N = self.window_size, self.window_size**2
-        q = q.expand(B, grid[0] * grid[1], -1, -1, -1)
-        q = q.reshape(B, *grid, heads, w, w, d)
-        k, v = (t.reshape(B, *grid, heads, N, d) for t in (k, v))
-        bias = bias.to(q.dtype).view(heads, w, w, N)
-        bands = []
-        for rows, valid_rows in _window_spans(height, w):
-            cells = []
-            for cols, valid_cols in _window_spans(width, w):
-                n_rows, n_cols = rows.stop - rows.start, cols.stop - cols.start
-                windows = B * n_rows * n_cols
-                queries = valid_rows * valid_cols
-                # 4-D operands and a 4-D mask: a 3-D mask or 5-D (broadcast
-                # query) operands send CPU SDPA to its 4x slower math path,
-                # so the global query is materialised per window instead.
-                out = self._sdpa(
-                    q[:, rows, cols, :, :valid_rows, :valid_cols].reshape(
-                        windows, heads, queries, d),
-                    k[:, rows, cols].reshape(windows, heads, N, d),
-                    v[:, rows, cols].reshape(windows, heads, N, d),
-                    bias[:, :valid_rows, :valid_cols].reshape(
-                        1, heads, queries, N))
-                out = out.view(B, n_rows, n_cols, heads, valid_rows,
-                               valid_cols, d).permute(0, 1, 4, 2, 5, 3, 6)
-                cells.append(out.reshape(B, n_rows * valid_rows,
-                                         n_cols * valid_cols, heads * d))
-            bands.append(_concat(cells, dim=2))
-        return _concat(bands, dim=1)
+    def _add_padding_keys(self, k, v, bias, rows, cols, collapse):
+        """Keys and values of the valid ``rows x cols`` tokens followed by
+        the padded tokens' (one collapsed key, or each), with their bias."""
+        w = self.window_size
+        bias = bias.view(*bias.shape[:-1], w, w)
+        # Slices, not index_select: the gather and its backward were 5% of a
+        # training step.
+        padded_bias = torch.cat([
+            bias[..., :rows, cols:].flatten(-2), bias[..., rows:, :].flatten(-2)
+        ], -1)
+        if collapse:
+            padded_bias = padded_bias.logsumexp(-1, keepdim=True)
+        bias = torch.cat([bias[..., :rows, :cols].flatten(-2), padded_bias],
+                         -1)
+        # The projections of a zero token: k and v are the last two.
+        zero_token = (
+            self.qkv.bias if self.qkv.bias is not None else
+            self.qkv.weight.new_zeros(self.qkv.out_features))
+        pad_k, pad_v = zero_token.to(k.dtype).view(
+            self.num_projections, self.num_heads, 1, self.head_dim)[-2:]
+        num_padded = padded_bias.shape[-1]
+        k, v = (torch.cat([t, p.expand(t.shape[0], -1, num_padded, -1)], 2)
+                for t, p in ((k, pad_k), (v, pad_v)))
+        return k, v, bias
 
-    def _sdpa(self, q, k, v, bias):
-        dropout_p = self.attn_drop.p if self.training else 0.
+    def _sdpa(self, q, k, v, bias, dropout_p):
         if use_biased_flash(q, bias, dropout_p):
             return biased_flash_attention(q, k, v, bias, self.scale)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=self.scale)
 
 
-def _concat(parts, dim):
-    """``torch.cat`` that returns a single part as it is: maps of whole
-    windows have one band of one cell, and each cat would copy the whole
-    attention output of the block."""
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
-
-
 def _window_spans(length, window_size):
-    """``(slice of window indices, valid tokens in each)`` along one axis of
-    a map of ``length`` tokens padded to whole windows: the full windows,
-    then the partial last one."""
+    """``(token slice, windows, valid tokens in each)`` along one axis of a
+    map of ``length`` tokens padded to whole windows: the full windows, then
+    the partial last one."""
     full, rest = divmod(length, window_size)
-    spans = [(slice(0, full), window_size)] if full else []
+    spans = [(slice(0, full * window_size), full, window_size)] if full else []
     if rest:
-        spans.append((slice(full, full + 1), rest))
+        spans.append((slice(full * window_size, length), 1, rest))
     return spans
 
 
 class LocalWindowAttention(_WindowAttention):
     """Queries, keys and values all from the window (qkv: C -> 3C)."""
 
-    def _qkv(self, x, q_global):
-        B, nW, N, _ = x.shape
-        qkv = self.qkv(x).view(B, nW, N, 3, self.num_heads, self.head_dim)
+    def _qkv(self, windows, q_global, rows, cols):
+        B, n, Q, _ = windows.shape
+        qkv = self.qkv(windows).view(B, n, Q, 3, self.num_heads,
+                                     self.head_dim)
         return qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)
 
 
@@ -425,11 +455,16 @@ class GlobalWindowAttention(_WindowAttention):
 
     num_projections = 2
 
-    def _qkv(self, x, q_global):
-        B, nW, N, _ = x.shape
-        kv = self.qkv(x).view(B, nW, N, 2, self.num_heads, self.head_dim)
+    def _qkv(self, windows, q_global, rows, cols):
+        B, n, Q, _ = windows.shape
+        kv = self.qkv(windows).view(B, n, Q, 2, self.num_heads,
+                                    self.head_dim)
         k, v = kv.permute(3, 0, 1, 4, 2, 5).unbind(0)
-        return q_global.to(k.dtype), k, v
+        w = self.window_size
+        q = q_global.view(B, 1, self.num_heads, w, w, self.head_dim)
+        q = q[:, :, :, :rows, :cols].reshape(B, 1, self.num_heads, Q,
+                                             self.head_dim)
+        return q.to(k.dtype), k, v
 
 
 class Mlp(nn.Module):
@@ -447,12 +482,7 @@ class Mlp(nn.Module):
 
 class GCViTBlock(nn.Module):
     """Pre-norm window attention (local or global) and MLP, with optional
-    layer scale and stochastic depth; channels-last ``(B, H, W, C)``.
-
-    Any H x W: the normalised tokens are zero-padded bottom/right to whole
-    windows and attended without a mask, then cropped, as in the official
-    detection code.
-    """
+    layer scale and stochastic depth; channels-last ``(B, H, W, C)``."""
 
     def __init__(self, dim, num_heads, window_size, use_global, mlp_ratio,
                  qkv_bias, layer_scale, drop, attn_drop, drop_path, norm_cfg,
@@ -472,17 +502,9 @@ class GCViTBlock(nn.Module):
         else:
             self.gamma1 = self.gamma2 = 1.
 
-    def _window_attention(self, x, q_global):
-        B, H, W, C = x.shape
-        w = self.window_size
-        Hp, Wp = math.ceil(H / w) * w, math.ceil(W / w) * w
-        x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
-        x = x.view(B, Hp // w, w, Wp // w, w, C).transpose(2, 3)
-        return self.attn(x.reshape(B, -1, w * w, C), q_global, size=(H, W))
-
     def forward(self, x, q_global):
         x = x + self.drop_path(
-            self.gamma1 * self._window_attention(self.norm1(x), q_global))
+            self.gamma1 * self.attn(self.norm1(x), q_global))
         return x + self.drop_path(self.gamma2 * self.mlp(self.norm2(x)))
 
 
