@@ -172,3 +172,12 @@ def test_mask_rcnn_gcvit_t_mixed_precision_30_iters(tmp_path, coco_root, dtype,
     # overflowing gradients (each halves the initial 2**16 scale).
     scale = checkpoint['optimizer']['loss_scaler']['scale']
     assert scale >= 2.**16 / 2**4, scale
+
+
+def test_fused_attention_keeps_the_autocast_dtype():
+    """The fused path assembles its output map in SDPA's dtype, not in the
+    fp32 of the normalised input, which would double its memory."""
+    attn = LocalWindowAttention(32, 4, 7).eval()
+    x = torch.randn(1, 9, 10, 32)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        assert attn._fused(x, None).dtype == torch.bfloat16

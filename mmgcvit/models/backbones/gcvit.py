@@ -366,7 +366,7 @@ class _WindowAttention(nn.Module):
         w, heads, d = self.window_size, self.num_heads, self.head_dim
         bias = self.relative_position_bias().view(heads, w, w, w * w)
         dropout_p = self.attn_drop.p if self.training else 0.
-        out = x.new_empty(B, H, W, C)
+        out = None
         for rows, n_rows, valid_rows in _window_spans(H, w):
             for cols, n_cols, valid_cols in _window_spans(W, w):
                 n, queries = n_rows * n_cols, valid_rows * valid_cols
@@ -389,6 +389,9 @@ class _WindowAttention(nn.Module):
                         collapse=dropout_p == 0.)
                 o = self._sdpa(q, k, v, b.unsqueeze(0).to(q.dtype),
                                dropout_p)
+                if out is None:
+                    # SDPA's dtype: the projections' under autocast.
+                    out = o.new_empty(B, H, W, C)
                 out[:, rows, cols].view(
                     B, n_rows, valid_rows, n_cols, valid_cols, heads,
                     d).copy_(
@@ -401,8 +404,6 @@ class _WindowAttention(nn.Module):
         the padded tokens' (one collapsed key, or each), with their bias."""
         w = self.window_size
         bias = bias.view(*bias.shape[:-1], w, w)
-        # Slices, not index_select: the gather and its backward were 5% of a
-        # training step.
         padded_bias = torch.cat([
             bias[..., :rows, cols:].flatten(-2), bias[..., rows:, :].flatten(-2)
         ], -1)
