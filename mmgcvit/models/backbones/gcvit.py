@@ -338,9 +338,7 @@ class _WindowAttention(nn.Module):
         w = self.window_size
         grid = (math.ceil(H / w), math.ceil(W / w))
         x = F.pad(x, (0, 0, 0, grid[1] * w - W, 0, grid[0] * w - H))
-        x = x.view(B, grid[0], w, grid[1], w, C).transpose(2, 3)
-        q, k, v = self._qkv(
-            x.reshape(B, grid[0] * grid[1], w * w, C), q_global, w, w)
+        q, k, v = self._qkv(_to_windows(x, grid, w, w), q_global, w, w)
         attn = (q * self.scale) @ k.transpose(-2, -1)
         # Softmax in fp32 so fp16/bf16 autocast cannot overflow it.
         attn = (attn.float() + self.relative_position_bias().float()).softmax(
@@ -370,10 +368,9 @@ class _WindowAttention(nn.Module):
         for rows, n_rows, valid_rows in _window_spans(H, w):
             for cols, n_cols, valid_cols in _window_spans(W, w):
                 n, queries = n_rows * n_cols, valid_rows * valid_cols
-                windows = x[:, rows, cols].reshape(B, n_rows, valid_rows,
-                                                   n_cols, valid_cols, C)
                 q, k, v = self._qkv(
-                    windows.transpose(2, 3).reshape(B, n, queries, C),
+                    _to_windows(x[:, rows, cols], (n_rows, n_cols),
+                                valid_rows, valid_cols),
                     q_global, valid_rows, valid_cols)
                 # 4-D operands: 5-D ones (a query broadcast over windows)
                 # send CPU SDPA to its 4x slower math path, so the global
@@ -427,6 +424,14 @@ class _WindowAttention(nn.Module):
             return biased_flash_attention(q, k, v, bias, self.scale)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=self.scale)
+
+
+def _to_windows(x, grid, rows, cols):
+    """``(B, n, rows * cols, C)`` windows, row-major, of a ``(B, grid[0] *
+    rows, grid[1] * cols, C)`` map."""
+    B, C = x.shape[0], x.shape[-1]
+    x = x.reshape(B, grid[0], rows, grid[1], cols, C).transpose(2, 3)
+    return x.reshape(B, grid[0] * grid[1], rows * cols, C)
 
 
 def _window_spans(length, window_size):
