@@ -5,6 +5,7 @@ formats, so stock mmdet / mmseg configs load them unchanged; see
 ``mmgcvit/datasets/synthetic.py``.
 """
 import pytest
+import torch
 
 from mmgcvit.datasets import generate_ade20k, generate_coco
 
@@ -26,3 +27,16 @@ def ade20k_root(tmp_path_factory):
     ('sky', 'floor', 'tree') = label values 3, 4, 5 in the PNGs."""
     root = tmp_path_factory.mktemp('data') / 'ade20k'
     return str(generate_ade20k(root, NUM_TRAIN, NUM_VAL, IMG_SIZE).data_root)
+
+
+@pytest.fixture(autouse=True)
+def exact_cuda_matmuls():
+    """fp32 on a GPU without TF32, which would round the fused and the
+    reference attention differently at ~1e-3 (no effect on CPU)."""
+    flags = (torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    (torch.backends.cuda.matmul.allow_tf32,
+     torch.backends.cudnn.allow_tf32) = flags

@@ -9,14 +9,38 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import mmgcvit  # noqa: F401  (registers GCViT)
 from mmgcvit.models import GCViT
-from mmgcvit.models.backbones import biased_attention
+from mmgcvit.models.backbones import biased_attention, gcvit
 from mmgcvit.models.backbones.gcvit import (ARCH_SETTINGS,
                                             GlobalWindowAttention,
                                             LocalWindowAttention)
 from mmgcvit.utils.benchmark import peak_memory_mib
+from mmgcvit.utils.torch_compat import has_cpu_amp
 
 # Small custom arch for the expensive shapes: both block kinds per stage.
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+
+# The CUDA cases run the GPU's SDPA kernels (memory-efficient / cuDNN with a
+# bias) where the CPU cases run its flash kernel; without a GPU they are
+# reported as skipped.
+DEVICES = [
+    'cpu',
+    pytest.param(
+        'cuda',
+        marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                 reason='needs a CUDA GPU'))
+]
+
+
+# The CPU flash kernel (torch 2.2 on) behind the fused path's CPU memory
+# savings and its CPU backward.
+requires_cpu_flash = pytest.mark.skipif(
+    biased_attention._flash is None,
+    reason=f'torch {torch.__version__} has no CPU flash attention kernel')
+
+
+def skip_without_autocast(device, dtype):
+    if device == 'cpu' and dtype == torch.float16 and not has_cpu_amp():
+        pytest.skip(f'torch {torch.__version__} has no CPU fp16 autocast')
 
 
 def n_params(module):
@@ -195,14 +219,15 @@ def saved_tensor_bytes(model, x):
     return out, sum(storages.values())
 
 
-def test_with_cp_same_results_less_memory():
-    x = torch.randn(2, 3, 96, 96)
+@pytest.mark.parametrize('device', DEVICES)
+def test_with_cp_same_results_less_memory(device):
+    x = torch.randn(2, 3, 96, 96, device=device)
     results = {}
     for with_cp in (False, True):
         torch.manual_seed(0)
         model = GCViT(arch=TINY, with_cp=with_cp, drop_path_rate=0.)
         model.init_weights()
-        model.train()
+        model.to(device).train()
         outs, saved = saved_tensor_bytes(model, x)
         sum(o.square().sum() for o in outs).backward()
         grads = {k: p.grad for k, p in model.named_parameters()}
@@ -217,37 +242,47 @@ def test_with_cp_same_results_less_memory():
 
 
 class CountOps(TorchDispatchMode):
-    """Counts calls of one aten op that reach the kernels."""
+    """Counts calls of some aten ops that reach the kernels."""
 
-    def __init__(self, op):
+    def __init__(self, ops):
         super().__init__()
-        self.op, self.calls = op, 0
+        self.ops, self.calls = set(ops), 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.calls += func is self.op
+        self.calls += func in self.ops
         return func(*args, **(kwargs or {}))
 
 
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('with_cp', [False, True])
-def test_with_cp_keeps_fused_attention_outputs(with_cp):
-    """Checkpointed blocks recompute their linears and norms in backward but
-    not the attention kernel, whose outputs are kept."""
+def test_with_cp_keeps_attention_outputs_on_cpu(with_cp, device):
+    """Checkpointed blocks recompute their linears and norms in backward but,
+    on the CPU, not the attention kernel, whose outputs are kept; on a GPU,
+    or with a torch without selective checkpointing, they recompute it too
+    (plain checkpointing)."""
+    if device == 'cpu' and biased_attention._flash is None:
+        pytest.skip(f'torch {torch.__version__} has no CPU flash attention '
+                    'kernel: CPU SDPA runs its math path')
+    selective = device == 'cpu' and bool(gcvit._CHECKPOINT_KWARGS)
     torch.manual_seed(0)
-    model = GCViT(arch=TINY, with_cp=with_cp).train()
+    model = GCViT(arch=TINY, with_cp=with_cp).to(device).train()
     blocks = sum(len(level.blocks) for level in model.levels)
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
-    with CountOps(flash) as forward_calls:
-        outs = model(torch.randn(1, 3, 64, 64))
-    with CountOps(flash) as backward_calls:
+    kernels = gcvit._KEPT_UNDER_CP
+    with CountOps(kernels) as forward_calls:
+        outs = model(torch.randn(1, 3, 64, 64, device=device))
+    with CountOps(kernels) as backward_calls:
         sum(o.sum() for o in outs).backward()
     assert forward_calls.calls >= blocks
-    assert backward_calls.calls == 0
+    recomputed = forward_calls.calls if with_cp and not selective else 0
+    assert backward_calls.calls == recomputed
     assert all(p.grad is not None for p in model.parameters())
 
 
-def clone_attention(cls, fused, dim=32, heads=4, window=7, qkv_bias=True):
+def clone_attention(cls, fused, dim=32, heads=4, window=7, qkv_bias=True,
+                    device='cpu'):
     torch.manual_seed(0)
-    attn = cls(dim, heads, window, qkv_bias=qkv_bias, fused_attn=fused)
+    attn = cls(dim, heads, window, qkv_bias=qkv_bias,
+               fused_attn=fused).to(device)
     # A bias of the scale of q k^T, so that the padded keys' share of the
     # softmax is far from uniform.
     with torch.no_grad():
@@ -260,18 +295,22 @@ def clone_attention(cls, fused, dim=32, heads=4, window=7, qkv_bias=True):
     'size', [(14, 21), (10, 21), (14, 17), (9, 16), (5, 3)],
     ids=['whole-map', 'partial-rows', 'partial-cols', 'partial', 'small'])
 @pytest.mark.parametrize('qkv_bias', [True, False], ids=['bias', 'no-bias'])
-def test_fused_matches_reference_attention(cls, size, qkv_bias):
-    """Same outputs and gradients on both paths, also where the fused path
-    skips the zero padding of the map (7x7 windows): its queries, and its
-    keys, counted as one."""
+@pytest.mark.parametrize('fused', ['_fused_valid', '_fused_padded'])
+@pytest.mark.parametrize('device', DEVICES)
+def test_fused_matches_reference_attention(cls, size, qkv_bias, fused,
+                                           device):
+    """Same outputs and gradients on the reference and both fused paths
+    (each device runs one; both are checked on each): over the padded
+    windows, and on the valid tokens only, where the zero padding of the map
+    (7x7 windows) is skipped: its queries, and its keys, counted as one."""
     torch.manual_seed(1)
-    x = torch.randn(2, *size, 32)
-    q_global = torch.randn(2, 1, 4, 49, 8)
+    x = torch.randn(2, *size, 32, device=device)
+    q_global = torch.randn(2, 1, 4, 49, 8, device=device)
     results = []
-    for fused in (True, False):
-        attn = clone_attention(cls, fused, qkv_bias=qkv_bias)
+    for method in (fused, '_explicit'):
+        attn = clone_attention(cls, True, qkv_bias=qkv_bias, device=device)
         xi, qi = x.clone().requires_grad_(), q_global.clone().requires_grad_()
-        out = attn(xi, qi)
+        out = attn.proj(getattr(attn, method)(xi, qi))
         assert out.shape == x.shape
         out.square().sum().backward()
         results.append((out, xi.grad, qi.grad,
@@ -303,6 +342,7 @@ def test_padding_keys_collapsed_or_each(cls):
     assert rel_err(outs[0], outs[1]) < 1e-5
 
 
+@requires_cpu_flash
 def test_biased_flash_attention_matches_explicit(monkeypatch):
     """The CPU flash path for a learned bias: outputs and the gradients of
     q, k, v and the bias as the explicit softmax gives them, also when the
@@ -329,6 +369,7 @@ def test_biased_flash_attention_matches_explicit(monkeypatch):
         assert rel_err(b, a) < 1e-5
 
 
+@requires_cpu_flash
 def test_biased_flash_only_where_it_applies():
     q = torch.randn(2, 1, 4, 8)
     bias = torch.randn(1, 1, 4, 4, requires_grad=True)
@@ -342,6 +383,7 @@ def test_biased_flash_only_where_it_applies():
         assert not biased_attention.use_biased_flash(q, bias, 0.)
 
 
+@requires_cpu_flash
 def test_fused_training_keeps_no_attention_matrices():
     """Training with the learned bias on the fused path must not store the
     windows' attention matrices for backward, as the reference path does
@@ -362,14 +404,16 @@ def test_fused_training_keeps_no_attention_matrices():
     assert peaks[True] < 0.6 * peaks[False], peaks
 
 
-def test_fused_matches_reference_stage():
-    x = torch.randn(2, 3, 60, 44)
+@pytest.mark.parametrize('device', DEVICES)
+def test_fused_matches_reference_stage(device):
+    x = torch.randn(2, 3, 60, 44, device=device)
     results = []
     for fused in (True, False):
         torch.manual_seed(0)
         model = GCViT(arch=TINY, fused_attn=fused, window_size=(8, 8, 4, 2),
                       drop_path_rate=0.)
         model.init_weights()
+        model.to(device)
         stage = model.levels[0]
         xi = x.clone().requires_grad_()
         feat = model.patch_embed(xi)
@@ -388,14 +432,17 @@ def test_fused_matches_reference_stage():
         assert rel_err(a, b) < 1e-5
 
 
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize('fused', [True, False])
-def test_autocast_forward_is_finite(dtype, fused):
+def test_autocast_forward_is_finite(dtype, fused, device):
+    skip_without_autocast(device, dtype)
     torch.manual_seed(0)
     model = GCViT(arch=TINY, fused_attn=fused).eval()
     model.init_weights()
-    with torch.no_grad(), torch.autocast('cpu', dtype=dtype):
-        outs = model(torch.randn(1, 3, 64, 64) * 50)
+    model.to(device)
+    with torch.no_grad(), torch.autocast(device, dtype=dtype):
+        outs = model(torch.randn(1, 3, 64, 64, device=device) * 50)
     assert all(torch.isfinite(o).all() for o in outs)
 
 

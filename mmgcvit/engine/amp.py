@@ -18,12 +18,10 @@ import importlib
 from contextlib import contextmanager
 
 import torch
-from mmcv.ops.nms import NMSop
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 
-# The module, not the function that ``mmcv.ops`` exports under its name.
-mmcv_roi_align = importlib.import_module('mmcv.ops.roi_align')
+from mmgcvit.utils.torch_compat import cpu_autocast_enabled, has_cpu_amp
 
 
 def _fp32_under_cpu_autocast(op):
@@ -40,7 +38,7 @@ def _fp32_under_cpu_autocast(op):
     @functools.wraps(op)
     def wrapped(*args):
         halves = [a for a in args if is_half(a)]
-        if not halves or not torch.is_autocast_enabled('cpu'):
+        if not halves or not cpu_autocast_enabled():
             return op(*args)
         with torch.autocast('cpu', enabled=False):
             out = op(*[a.float() if is_half(a) else a for a in args])
@@ -56,6 +54,12 @@ def keep_mmcv_ops_fp32_on_cpu():
     ``NMSop.apply`` is what ``mmcv.ops.nms`` / ``batched_nms`` call;
     ``RoIAlign`` modules call the module-level ``roi_align``.
     """
+    # Imported here, so that ``import mmgcvit`` (e.g. the backbone alone)
+    # does not load mmcv's compiled ops.
+    from mmcv.ops.nms import NMSop
+
+    # The module, not the function that ``mmcv.ops`` exports under its name.
+    mmcv_roi_align = importlib.import_module('mmcv.ops.roi_align')
     NMSop.apply = _fp32_under_cpu_autocast(NMSop.apply)
     mmcv_roi_align.roi_align = _fp32_under_cpu_autocast(
         mmcv_roi_align.roi_align)
@@ -77,6 +81,12 @@ class CPUAmpOptimWrapper(AmpOptimWrapper):
 
     def __init__(self, loss_scale='dynamic', dtype=None, use_fsdp=False,
                  **kwargs):
+        if not has_cpu_amp():
+            raise RuntimeError(
+                'mixed precision on CPU needs torch >= 2.4 (CPU GradScaler '
+                f'and fp16 autocast); this is torch {torch.__version__}: '
+                'upgrade torch, or train in fp32 on CPU (use OptimWrapper '
+                'instead of AmpOptimWrapper in optim_wrapper)')
         if use_fsdp:
             raise ValueError('CPUAmpOptimWrapper does not support use_fsdp: '
                              'FSDP needs GPUs; drop optim_wrapper.use_fsdp')

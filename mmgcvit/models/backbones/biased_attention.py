@@ -17,7 +17,10 @@ faster than the explicit reference's (1.0-1.5x before), on 2 CPU threads.
 """
 import torch
 
-_flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+from mmgcvit.utils.torch_compat import aten_op, cpu_autocast_enabled
+
+# None before torch 2.2: the callers keep SDPA.
+_flash = aten_op('_scaled_dot_product_flash_attention_for_cpu')
 # Elements of one recomputed block of attention matrices (8 MiB in fp32):
 # large enough for efficient matmuls, small beside the activations; 2**20 to
 # 2**23 measured within 5% of each other.
@@ -28,9 +31,10 @@ def use_biased_flash(q, bias, dropout_p):
     """Whether :func:`biased_flash_attention` serves this call: fp32 on CPU,
     a bias that needs its gradient, no attention dropout (autocast and GPUs
     keep SDPA, whose kernels there handle the case)."""
-    return (q.device.type == 'cpu' and q.dtype == torch.float32
-            and bias.requires_grad and torch.is_grad_enabled()
-            and dropout_p == 0. and not torch.is_autocast_enabled('cpu'))
+    return (_flash is not None and q.device.type == 'cpu'
+            and q.dtype == torch.float32 and bias.requires_grad
+            and torch.is_grad_enabled() and dropout_p == 0.
+            and not cpu_autocast_enabled())
 
 
 class _BiasedFlashAttention(torch.autograd.Function):

@@ -5,7 +5,6 @@ Module and parameter names follow the official NVlabs implementation, so its
 ImageNet checkpoints (and the backbone part of its mmdet-2 detection
 checkpoints) map onto this model key for key.
 """
-import functools
 import math
 
 import torch
@@ -20,22 +19,26 @@ from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch.nn.init import trunc_normal_
 
 from mmgcvit.registry import register_model
+from mmgcvit.utils.torch_compat import aten_op, selective_checkpoint_kwargs
 from .biased_attention import biased_flash_attention, use_biased_flash
 from .gcvit_checkpoint import load_pretrained
 
-# Outputs kept by `with_cp` instead of recomputed: the fused attention
-# kernels' (output, log-sum-exp), a fraction of a block's activations that
-# costs a third to a half of its forward to recompute (CPU flash, CUDA
-# flash / memory-efficient / cuDNN).
+# Outputs kept by `with_cp` on the CPU instead of recomputed: the fused
+# attention kernels' (output, log-sum-exp), a fraction of a block's
+# activations that costs a third to a half of its forward to recompute (CPU
+# flash, CUDA flash / memory-efficient / cuDNN, those this torch has). On
+# GPUs, where a block's kernels are short, the dispatch of every op through
+# selective checkpointing's Python mode costs more than recomputing them:
+# plain checkpointing there (measured on an H200: fwd+bwd at 2x3x512x512
+# 244 ms plain, 426 ms selective).
 _KEPT_UNDER_CP = [
-    getattr(torch.ops.aten, name).default for name in (
+    op for op in map(aten_op, (
         '_scaled_dot_product_flash_attention_for_cpu',
         '_scaled_dot_product_flash_attention',
         '_scaled_dot_product_efficient_attention',
-        '_scaled_dot_product_cudnn_attention')
+        '_scaled_dot_product_cudnn_attention')) if op is not None
 ]
-_keep_attention_outputs = functools.partial(
-    cp.create_selective_checkpoint_contexts, _KEPT_UNDER_CP)
+_CHECKPOINT_KWARGS = selective_checkpoint_kwargs(_KEPT_UNDER_CP)
 
 # (embed_dims, depths, num_heads, mlp_ratio, layer_scale), official variants.
 _VARIANTS = {
@@ -264,9 +267,11 @@ class _WindowAttention(nn.Module):
     zero-padded bottom/right to whole windows and attended without a mask,
     so padded tokens are keys and values too; outputs at padded positions
     are cropped. ``fused_attn`` picks ``F.scaled_dot_product_attention``
-    over that, which gives the same result without computing the padding
-    (see :meth:`_fused`); False runs the explicit softmax(q k^T + bias) v
-    over the padded windows, the reference.
+    over that; False runs the explicit softmax(q k^T + bias) v over the
+    padded windows, the reference. On the CPU, which is compute-bound, the
+    fused path skips the padding's FLOPs (:meth:`_fused_valid`); on GPUs,
+    where a GC ViT block's many small kernels are bound by their launches,
+    it attends all the padded windows in one call (:meth:`_fused_padded`).
     """
 
     num_projections = 3
@@ -327,28 +332,53 @@ class _WindowAttention(nn.Module):
             x: ``(B, H, W, C)`` map.
             q_global: the stage's global query (global attention only).
         """
-        if self.fused_attn:
-            out = self._fused(x, q_global)
-        else:
+        if not self.fused_attn:
             out = self._explicit(x, q_global)
+        elif x.device.type == 'cpu':
+            out = self._fused_valid(x, q_global)
+        else:
+            out = self._fused_padded(x, q_global)
         return self.proj_drop(self.proj(out))
 
-    def _explicit(self, x, q_global):
-        B, H, W, C = x.shape
+    def _padded_qkv(self, x, q_global):
+        """q, k, v of the map zero-padded to whole windows, and its grid of
+        windows."""
+        H, W = x.shape[1:3]
         w = self.window_size
         grid = (math.ceil(H / w), math.ceil(W / w))
         x = F.pad(x, (0, 0, 0, grid[1] * w - W, 0, grid[0] * w - H))
-        q, k, v = self._qkv(_to_windows(x, grid, w, w), q_global, w, w)
+        return (*self._qkv(_to_windows(x, grid, w, w), q_global, w, w), grid)
+
+    def _merge_windows(self, out, grid, H, W):
+        """The ``(B, H, W, C)`` map of ``(B, n, heads, N, d)`` window
+        outputs, cropped to ``H x W``."""
+        B, w = out.shape[0], self.window_size
+        out = out.transpose(2, 3).reshape(B, *grid, w, w, -1)
+        return out.transpose(2, 3).reshape(B, grid[0] * w, grid[1] * w,
+                                           -1)[:, :H, :W]
+
+    def _explicit(self, x, q_global):
+        q, k, v, grid = self._padded_qkv(x, q_global)
         attn = (q * self.scale) @ k.transpose(-2, -1)
         # Softmax in fp32 so fp16/bf16 autocast cannot overflow it.
         attn = (attn.float() + self.relative_position_bias().float()).softmax(
             dim=-1)
         out = self.attn_drop(attn).to(v.dtype) @ v
-        out = out.transpose(2, 3).reshape(B, *grid, w, w, C)
-        return out.transpose(2, 3).reshape(B, grid[0] * w, grid[1] * w,
-                                           C)[:, :H, :W]
+        return self._merge_windows(out, grid, *x.shape[1:3])
 
-    def _fused(self, x, q_global):
+    def _fused_padded(self, x, q_global):
+        """SDPA over all the padded windows in one call."""
+        q, k, v, grid = self._padded_qkv(x, q_global)
+        B, n = k.shape[:2]
+        q, k, v = (t.expand(B, n, -1, -1, -1).flatten(0, 1)
+                   for t in (q, k, v))
+        bias = self.relative_position_bias().unsqueeze(0).to(q.dtype)
+        out = self._sdpa(q, k, v, bias,
+                         self.attn_drop.p if self.training else 0.)
+        return self._merge_windows(out.view(B, n, *out.shape[1:]), grid,
+                                   *x.shape[1:3])
+
+    def _fused_valid(self, x, q_global):
         """SDPA over the windows a rectangle at a time (those sharing their
         valid rows and columns: at most 4), on the valid tokens only.
 
@@ -540,11 +570,9 @@ class GCViTStage(nn.Module):
         for block in self.blocks:
             if self.with_cp and self.training and torch.is_grad_enabled() \
                     and any(p.requires_grad for p in block.parameters()):
-                # Kept outputs go through any saved-tensor hooks (e.g.
-                # save_on_cpu) like the rest of what autograd saves.
-                x = cp.checkpoint(block, x, q_global, use_reentrant=False,
-                                  context_fn=_keep_attention_outputs,
-                                  respect_saved_tensors_hooks=True)
+                x = cp.checkpoint(
+                    block, x, q_global, use_reentrant=False,
+                    **(_CHECKPOINT_KWARGS if x.device.type == 'cpu' else {}))
             else:
                 x = block(x, q_global)
         if self.downsample is None:

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 
+from mmgcvit.utils.torch_compat import safe_globals
+
 # NVlabs' training script (timm's) saves the weights under `state_dict` and
 # the EMA copy under `state_dict_ema`; its validate.py evaluates the plain
 # `state_dict` (timm's loader without --use-ema), so that one is preferred.
@@ -46,7 +48,7 @@ def read_checkpoint(path):
             return load_file(path, device='cpu')
         # NVlabs checkpoints pickle the training arguments (an
         # argparse.Namespace); allow that one type and keep weights_only on.
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with safe_globals([argparse.Namespace]):
             return CheckpointLoader.load_checkpoint(path, map_location='cpu')
     except pickle.UnpicklingError as err:
         if 'weights_only' not in str(err).lower():
