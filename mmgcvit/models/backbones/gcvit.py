@@ -611,9 +611,12 @@ class GCViT(BaseModule):
             freezes stages 1..k (their blocks, global query generator,
             down-sampler and output norm). Frozen parts stay in eval mode.
         with_cp (bool): gradient checkpointing per block while training;
-            the fused attention's outputs are kept, the rest recomputed.
-        fused_attn (bool): ``F.scaled_dot_product_attention`` (True) or the
-            explicit softmax(q k^T + bias) v (False).
+            on the CPU the fused attention's outputs are kept and the rest
+            recomputed, on GPUs the whole block is recomputed.
+        fused_attn (bool): ``F.scaled_dot_product_attention`` (True: on the
+            CPU over the tokens inside the image, on GPUs over the padded
+            windows in one call) or the explicit softmax(q k^T + bias) v
+            (False), the reference.
         norm_cfg (dict): norm layer config (channels-last LayerNorm).
         init_cfg (dict | None): ``dict(type='Pretrained', checkpoint=PATH)``
             loads NVlabs, timm or mmgcvit weights (``prefix='backbone.'`` to
