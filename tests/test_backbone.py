@@ -14,7 +14,7 @@ from mmgcvit.models.backbones.gcvit import (ARCH_SETTINGS,
                                             GlobalWindowAttention,
                                             LocalWindowAttention)
 from mmgcvit.utils.benchmark import peak_memory_mib
-from mmgcvit.utils.torch_compat import has_cpu_amp
+from mmgcvit.utils.torch_compat import aten_op, has_cpu_amp
 
 # Small custom arch for the expensive shapes: both block kinds per stage.
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
@@ -267,7 +267,13 @@ def test_with_cp_keeps_attention_outputs_on_cpu(with_cp, device):
     torch.manual_seed(0)
     model = GCViT(arch=TINY, with_cp=with_cp).to(device).train()
     blocks = sum(len(level.blocks) for level in model.levels)
-    kernels = gcvit._KEPT_UNDER_CP
+    kernels = [
+        op for op in map(aten_op, (
+            '_scaled_dot_product_flash_attention_for_cpu',
+            '_scaled_dot_product_efficient_attention',
+            '_scaled_dot_product_flash_attention',
+            '_scaled_dot_product_cudnn_attention')) if op is not None
+    ]
     with CountOps(kernels) as forward_calls:
         outs = model(torch.randn(1, 3, 64, 64, device=device))
     with CountOps(kernels) as backward_calls:
