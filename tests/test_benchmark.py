@@ -71,6 +71,16 @@ def test_goals_pass_and_fail_marks():
     }
 
 
+@pytest.mark.parametrize('device', ['cpu', 'cuda:0'])
+def test_table_says_where_the_speed_goals_apply(device):
+    row = dict(name='fused', role='fused', shape=[1, 3, 8, 8], forward_s=1.,
+               train_s=1., train_peak_mib=1.)
+    table = benchmark.backbone_table(
+        dict(device=device, threads=2, matmul_gflops=100., rows=[row]))
+    assert (benchmark.GPU_GOALS_NOTE in table) == (device != 'cpu')
+    assert _table_rows(table)[0][:2] == ['fused', '1×3×8×8']
+
+
 def test_bad_shape_names_the_format():
     with pytest.raises(Exception, match='NxCxHxW'):
         benchmark.parse_shape('3x64x96')
