@@ -7,11 +7,12 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger
-from mmengine.optim import AmpOptimWrapper, build_optim_wrapper
+from mmengine.optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper
 from test_backbone import DEVICES, TINY, rel_err, skip_without_autocast
 from test_reliability import TRAIN, run_tool, small_detection_config
 
-from mmgcvit.engine import CPUAmpOptimWrapper, amp, setup_cpu_fallbacks
+from mmgcvit.engine import (CPUAmpOptimWrapper, amp, cpu,
+                            setup_cpu_fallbacks)
 from mmgcvit.models import GCViT
 from mmgcvit.models.backbones.gcvit import LocalWindowAttention
 from mmgcvit.utils import torch_compat
@@ -42,11 +43,7 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU fallback only')
-def test_cpu_fallback_keeps_amp():
-    cfg = Config(dict(optim_wrapper=dict(
-        type='AmpOptimWrapper', loss_scale='dynamic', dtype='float16',
-        optimizer=dict(type='SGD', lr=0.1))))
+def fallback_messages(cfg):
     # The handler, not capsys: mmengine's logger may hold a stream from
     # before this test's capture.
     logger, records = MMLogger.get_current_instance(), _Records()
@@ -55,10 +52,38 @@ def test_cpu_fallback_keeps_amp():
         setup_cpu_fallbacks(cfg)
     finally:
         logger.removeHandler(records)
+    return records.messages
+
+
+def amp_config():
+    return Config(dict(optim_wrapper=dict(
+        type='AmpOptimWrapper', loss_scale='dynamic', dtype='float16',
+        optimizer=dict(type='SGD', lr=0.1))))
+
+
+@requires_cpu_amp
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU fallback only')
+def test_cpu_fallback_keeps_amp():
+    cfg = amp_config()
+    messages = fallback_messages(cfg)
     assert cfg.optim_wrapper.type == 'CPUAmpOptimWrapper'
     assert cfg.optim_wrapper.dtype == 'float16'
     assert any('mixed precision with CPUAmpOptimWrapper' in m
-               for m in records.messages), records.messages
+               for m in messages), messages
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU fallback only')
+def test_cpu_fallback_trains_fp32_without_cpu_amp(monkeypatch):
+    """On a torch without CPU mixed precision a GPU AMP config still trains
+    on the CPU, in fp32, and says so."""
+    monkeypatch.setattr(cpu, 'has_cpu_amp', lambda: False)
+    cfg = amp_config()
+    messages = fallback_messages(cfg)
+    assert cfg.optim_wrapper == dict(type='OptimWrapper',
+                                     optimizer=dict(type='SGD', lr=0.1))
+    assert any('training in fp32' in m for m in messages), messages
+    wrapper = build_optim_wrapper(torch.nn.Linear(2, 2), cfg.optim_wrapper)
+    assert type(wrapper) is OptimWrapper
 
 
 @requires_cpu_amp

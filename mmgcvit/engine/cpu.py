@@ -18,7 +18,11 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.logging import print_log
 
+from mmgcvit.utils.torch_compat import has_cpu_amp
 from .amp import CPUAmpOptimWrapper
+
+# AmpOptimWrapper's own arguments, which OptimWrapper does not take.
+_AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
 
 _original_init_dist_pytorch = mm_dist_utils._init_dist_pytorch
 
@@ -43,11 +47,34 @@ def _sync_bn_to_bn(node):
             _sync_bn_to_bn(value)
 
 
+def _amp_on_cpu(optim_wrapper):
+    """An ``AmpOptimWrapper`` config, made to run on the CPU (in place)."""
+    if not has_cpu_amp():
+        optim_wrapper['type'] = 'OptimWrapper'
+        for key in _AMP_ONLY_KEYS:
+            optim_wrapper.pop(key, None)
+        print_log(
+            f'No CUDA device, and torch {torch.__version__} has no mixed '
+            'precision on the CPU (2.4+): training in fp32 with OptimWrapper '
+            "instead of the config's AmpOptimWrapper.", logger='current',
+            level=logging.WARNING)
+        return
+    optim_wrapper['type'] = CPUAmpOptimWrapper.__name__
+    dtype = optim_wrapper.get('dtype') or 'bfloat16 (CPU default)'
+    print_log(
+        'No CUDA device: mixed precision with CPUAmpOptimWrapper '
+        f'(torch.autocast on CPU, dtype {dtype}, loss_scale '
+        f"{optim_wrapper.get('loss_scale', 'dynamic')}) instead of "
+        "mmengine's GPU-only AmpOptimWrapper.", logger='current',
+        level=logging.WARNING)
+
+
 def setup_cpu_fallbacks(cfg):
     """Adapt ``cfg`` in place for a run without CUDA; no-op with CUDA.
 
     - ``AmpOptimWrapper`` becomes ``CPUAmpOptimWrapper`` (mmengine's AMP
-      wrapper only runs on accelerators; see ``mmgcvit.engine.amp``).
+      wrapper only runs on accelerators; see ``mmgcvit.engine.amp``), or
+      fp32 ``OptimWrapper`` on a torch without CPU mixed precision (< 2.4).
     - Distributed runs: the ``pytorch`` launcher initialises gloo without
       binding a GPU, DDP gets ``device_ids=None``, and SyncBN layers become
       BN. Each process keeps its per-process batch, so the effective batch
@@ -58,14 +85,7 @@ def setup_cpu_fallbacks(cfg):
     optim_wrapper = cfg.get('optim_wrapper')
     if optim_wrapper is not None and \
             optim_wrapper.get('type') == 'AmpOptimWrapper':
-        optim_wrapper['type'] = CPUAmpOptimWrapper.__name__
-        dtype = optim_wrapper.get('dtype') or 'bfloat16 (CPU default)'
-        print_log(
-            'No CUDA device: mixed precision with CPUAmpOptimWrapper '
-            f'(torch.autocast on CPU, dtype {dtype}, loss_scale '
-            f"{optim_wrapper.get('loss_scale', 'dynamic')}) instead of "
-            "mmengine's GPU-only AmpOptimWrapper.", logger='current',
-            level=logging.WARNING)
+        _amp_on_cpu(optim_wrapper)
     if cfg.get('launcher', 'none') == 'none':
         return
     mm_dist_utils._init_dist_pytorch = _init_dist_pytorch_cpu_aware
