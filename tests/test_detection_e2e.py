@@ -14,6 +14,8 @@ from pathlib import Path
 import mmdet
 import pytest
 
+from mmgcvit.utils.torch_compat import has_cpu_amp
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
 MMDET_TRAIN = Path(mmdet.__file__).parent / '.mim/tools/train.py'
@@ -123,6 +125,8 @@ def test_dist_train_two_cpu_processes(tmp_path, coco_root):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not has_cpu_amp(),
+                    reason='CPUAmpOptimWrapper needs torch >= 2.4')
 def test_mmdet_upstream_train(tmp_path, coco_root):
     """mmdet's own train.py knows nothing of mmgcvit: the config's
     custom_imports registers GCViT, and mmgcvit's CPUAmpOptimWrapper stands
