@@ -34,7 +34,7 @@ DEVICES = [
 # The CPU flash kernel (torch 2.2 on) behind the fused path's CPU memory
 # savings and its CPU backward.
 requires_cpu_flash = pytest.mark.skipif(
-    biased_attention._flash is None,
+    biased_attention.CPU_FLASH is None,
     reason=f'torch {torch.__version__} has no CPU flash attention kernel')
 
 
@@ -260,7 +260,7 @@ def test_with_cp_keeps_attention_outputs_on_cpu(with_cp, device):
     on the CPU, not the attention kernel, whose outputs are kept; on a GPU,
     or with a torch without selective checkpointing, they recompute it too
     (plain checkpointing)."""
-    if device == 'cpu' and biased_attention._flash is None:
+    if device == 'cpu' and biased_attention.CPU_FLASH is None:
         pytest.skip(f'torch {torch.__version__} has no CPU flash attention '
                     'kernel: CPU SDPA runs its math path')
     selective = device == 'cpu' and bool(gcvit._CHECKPOINT_KWARGS)

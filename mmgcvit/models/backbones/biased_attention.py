@@ -20,7 +20,7 @@ import torch
 from mmgcvit.utils.torch_compat import aten_op, cpu_autocast_enabled
 
 # None before torch 2.2: the callers keep SDPA.
-_flash = aten_op('_scaled_dot_product_flash_attention_for_cpu')
+CPU_FLASH = aten_op('_scaled_dot_product_flash_attention_for_cpu')
 # Elements of one recomputed block of attention matrices (8 MiB in fp32):
 # large enough for efficient matmuls, small beside the activations; 2**20 to
 # 2**23 measured within 5% of each other.
@@ -31,7 +31,7 @@ def use_biased_flash(q, bias, dropout_p):
     """Whether :func:`biased_flash_attention` serves this call: fp32 on CPU,
     a bias that needs its gradient, no attention dropout (autocast and GPUs
     keep SDPA, whose kernels there handle the case)."""
-    return (_flash is not None and q.device.type == 'cpu'
+    return (CPU_FLASH is not None and q.device.type == 'cpu'
             and q.dtype == torch.float32 and bias.requires_grad
             and torch.is_grad_enabled() and dropout_p == 0.
             and not cpu_autocast_enabled())
@@ -41,7 +41,7 @@ class _BiasedFlashAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, bias, scale):
-        out, lse = _flash(q, k, v, 0., False, attn_mask=bias, scale=scale)
+        out, lse = CPU_FLASH(q, k, v, 0., False, attn_mask=bias, scale=scale)
         ctx.save_for_backward(q, k, v, bias, out, lse)
         ctx.scale = scale
         return out

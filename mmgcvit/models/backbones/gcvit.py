@@ -19,20 +19,20 @@ from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch.nn.init import trunc_normal_
 
 from mmgcvit.registry import register_model
-from mmgcvit.utils.torch_compat import aten_op, selective_checkpoint_kwargs
-from .biased_attention import biased_flash_attention, use_biased_flash
+from mmgcvit.utils.torch_compat import selective_checkpoint_kwargs
+from .biased_attention import (CPU_FLASH, biased_flash_attention,
+                               use_biased_flash)
 from .gcvit_checkpoint import load_pretrained
 
 # Kept by `with_cp` on the CPU instead of recomputed: the CPU flash
 # kernel's (output, log-sum-exp), a fraction of a block's activations that
-# costs a third to a half of its forward to recompute (nothing before torch
-# 2.2, which has no such kernel). GPUs recompute whole blocks: there a
-# block's kernels are short, and the dispatch of every op through selective
-# checkpointing's Python mode cost more than the recomputation it saves
-# (H200, fwd+bwd at 2x3x512x512: 244 ms plain, 426 ms selective).
-_CPU_FLASH = aten_op('_scaled_dot_product_flash_attention_for_cpu')
+# costs a third to a half of its forward to recompute (plain checkpointing
+# before torch 2.2, which has no such kernel). GPUs recompute whole blocks:
+# there a block's kernels are short, and the dispatch of every op through
+# selective checkpointing's Python mode cost more than the recomputation it
+# saves (H200, fwd+bwd at 2x3x512x512: 244 ms plain, 426 ms selective).
 _CHECKPOINT_KWARGS = selective_checkpoint_kwargs(
-    [_CPU_FLASH] if _CPU_FLASH is not None else [])
+    [CPU_FLASH]) if CPU_FLASH is not None else {}
 
 # (embed_dims, depths, num_heads, mlp_ratio, layer_scale), official variants.
 _VARIANTS = {
