@@ -344,7 +344,8 @@ def test_padding_keys_collapsed_or_each(cls):
         ki, vi, b = attn._add_padding_keys(k, v, bias, 3, 4, collapse)
         assert ki.shape[2] == vi.shape[2] == b.shape[-1] == (
             13 if collapse else 49)
-        outs.append(attn._sdpa(q, ki, vi, b.unsqueeze(0), 0.))
+        # attn_drop=0 (clone_attention's default): no dropout.
+        outs.append(attn._sdpa(q, ki, vi, b.unsqueeze(0)))
     assert rel_err(outs[0], outs[1]) < 1e-5
 
 

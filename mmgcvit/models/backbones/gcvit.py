@@ -367,8 +367,7 @@ class _WindowAttention(nn.Module):
         q, k, v = (t.expand(B, n, -1, -1, -1).flatten(0, 1)
                    for t in (q, k, v))
         bias = self.relative_position_bias().unsqueeze(0).to(q.dtype)
-        out = self._sdpa(q, k, v, bias,
-                         self.attn_drop.p if self.training else 0.)
+        out = self._sdpa(q, k, v, bias)
         return self._merge_windows(out.view(B, n, *out.shape[1:]), grid,
                                    *x.shape[1:3])
 
@@ -387,7 +386,6 @@ class _WindowAttention(nn.Module):
         B, H, W, C = x.shape
         w, heads, d = self.window_size, self.num_heads, self.head_dim
         bias = self.relative_position_bias().view(heads, w, w, w * w)
-        dropout_p = self.attn_drop.p if self.training else 0.
         out = None
         for rows, n_rows, valid_rows in _window_spans(H, w):
             for cols, n_cols, valid_cols in _window_spans(W, w):
@@ -407,9 +405,8 @@ class _WindowAttention(nn.Module):
                 if queries < w * w:
                     k, v, b = self._add_padding_keys(
                         k, v, b, valid_rows, valid_cols,
-                        collapse=dropout_p == 0.)
-                o = self._sdpa(q, k, v, b.unsqueeze(0).to(q.dtype),
-                               dropout_p)
+                        collapse=self._dropout_p == 0.)
+                o = self._sdpa(q, k, v, b.unsqueeze(0).to(q.dtype))
                 if out is None:
                     # SDPA's dtype: the projections' under autocast.
                     out = o.new_empty(B, H, W, C)
@@ -443,11 +440,18 @@ class _WindowAttention(nn.Module):
                 for t, p in ((k, pad_k), (v, pad_v)))
         return k, v, bias
 
-    def _sdpa(self, q, k, v, bias, dropout_p):
-        if use_biased_flash(q, bias, dropout_p):
+    @property
+    def _dropout_p(self):
+        """The fused paths' attention dropout: ``attn_drop``'s while
+        training, none in eval (SDPA applies it whatever the mode)."""
+        return self.attn_drop.p if self.training else 0.
+
+    def _sdpa(self, q, k, v, bias):
+        if use_biased_flash(q, bias, self._dropout_p):
             return biased_flash_attention(q, k, v, bias, self.scale)
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=self.scale)
+            q, k, v, attn_mask=bias, dropout_p=self._dropout_p,
+            scale=self.scale)
 
 
 def _to_windows(x, grid, rows, cols):
