@@ -9,8 +9,8 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from mmengine.utils import digit_version
 from safetensors.torch import save_file
+from test_checkpoint_compat import requires_weights_only_default
 
 from mmgcvit.models import GCViT
 from mmgcvit.models.backbones.gcvit_checkpoint import (CheckpointFormatError,
@@ -217,10 +217,7 @@ def test_missing_file_gives_clear_error(tmp_path):
         pretrained(tmp_path / 'nope.pth')
 
 
-@pytest.mark.skipif(
-    digit_version(torch.__version__) < digit_version('2.6.0'),
-    reason=f'torch {torch.__version__} unpickles anything by default '
-    '(weights_only=False before 2.6)')
+@requires_weights_only_default
 def test_unsafe_pickle_refused_with_fix(tmp_path, nvlabs_source):
     path = tmp_path / 'pickled.pth'
     torch.save(dict(state_dict=nvlabs_source[0], extra=CheckpointFormatError),

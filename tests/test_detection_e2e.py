@@ -13,8 +13,7 @@ from pathlib import Path
 
 import mmdet
 import pytest
-
-from mmgcvit.utils.torch_compat import has_cpu_amp
+from test_amp import requires_cpu_amp
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
@@ -125,8 +124,7 @@ def test_dist_train_two_cpu_processes(tmp_path, coco_root):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not has_cpu_amp(),
-                    reason='CPUAmpOptimWrapper needs torch >= 2.4')
+@requires_cpu_amp
 def test_mmdet_upstream_train(tmp_path, coco_root):
     """mmdet's own train.py knows nothing of mmgcvit: the config's
     custom_imports registers GCViT, and mmgcvit's CPUAmpOptimWrapper stands

@@ -22,10 +22,9 @@ import mmdet
 import mmseg
 import pytest
 from mmengine.config import Config
+from test_amp import requires_cpu_amp
 from test_detection_e2e import scaled_down as det_scaled_down
 from test_segmentation_e2e import scaled_down as seg_scaled_down
-
-from mmgcvit.utils.torch_compat import has_cpu_amp
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / 'README.md'
@@ -271,8 +270,7 @@ def last_checkpoint(work_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize('tool', [
     'ours',
-    pytest.param('mmdet', marks=pytest.mark.skipif(
-        not has_cpu_amp(), reason='CPUAmpOptimWrapper needs torch >= 2.4'))
+    pytest.param('mmdet', marks=requires_cpu_amp)
 ])
 def test_wheel_trains_downstream_detector(tool, downstream, fresh_venv,
                                           venv_env, coco_root, tmp_path):
