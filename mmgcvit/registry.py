@@ -1,18 +1,44 @@
-"""Registration of mmgcvit modules into the downstream OpenMMLab registries.
+"""Where mmgcvit's modules are registered.
 
-One class serves both MMDetection and MMSegmentation: it is registered into
-each library's ``MODELS`` registry (whichever is installed), so a config with
-``default_scope='mmdet'`` or ``'mmseg'`` finds it under the same type name.
+``GCViT`` is registered into the ``MODELS`` registry of MMDetection and of
+MMSegmentation (whichever are installed), so configs with
+``default_scope='mmdet'`` or ``'mmseg'`` find it as ``type='GCViT'``.
+
+The runner add-ons of :mod:`mmgcvit.engine` live in registries of their own
+scope, children of mmengine's: configs name them ``'mmgcvit.<Name>'`` (e.g.
+``optim_wrapper=dict(type='mmgcvit.CPUAmpOptimWrapper')``), which says whose
+they are, and mmengine imports :mod:`mmgcvit.engine` the first time such a
+name is looked up; ``import mmgcvit`` adds nothing to mmengine's own
+registries.
 """
 import importlib
 
-_REGISTRY_MODULES = ('mmdet.registry', 'mmseg.registry')
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import LOOPS as MMENGINE_LOOPS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
+from mmengine.registry import Registry
+
+SCOPE = 'mmgcvit'
+_DOWNSTREAM = ('mmdet.registry', 'mmseg.registry')
+_ENGINE = ['mmgcvit.engine']
+
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope=SCOPE,
+                 locations=_ENGINE)
+LOOPS = Registry('loop', parent=MMENGINE_LOOPS, scope=SCOPE,
+                 locations=_ENGINE)
+OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS,
+                          scope=SCOPE, locations=_ENGINE)
+
+
+def scoped(name):
+    """The config ``type`` of one of our engine components."""
+    return f'{SCOPE}.{name}'
 
 
 def downstream_model_registries():
     """The ``MODELS`` registries of the installed downstream libraries."""
     registries = []
-    for name in _REGISTRY_MODULES:
+    for name in _DOWNSTREAM:
         try:
             registries.append(importlib.import_module(name).MODELS)
         except ImportError:

@@ -7,7 +7,7 @@ formats, so stock mmdet / mmseg configs load them unchanged; see
 import pytest
 import torch
 
-from mmgcvit.datasets import generate_ade20k, generate_coco
+from mmgcvit.dataset_tools import generate_ade20k, generate_coco
 
 NUM_TRAIN, NUM_VAL, IMG_SIZE = 16, 8, 128
 

@@ -8,27 +8,22 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper
-from test_backbone import DEVICES, TINY, rel_err, skip_without_autocast
-from test_reliability import TRAIN, run_tool, small_detection_config
+from helpers import (DEVICES, TINY, TRAIN, rel_err, requires_cpu_amp,
+                     run_tool, skip_without_autocast, small_detection_config)
 
-from mmgcvit.engine import (CPUAmpOptimWrapper, amp, cpu,
-                            setup_cpu_fallbacks)
+from mmgcvit.checkpoint import load_checkpoint
+from mmgcvit.cli import cpu
+from mmgcvit.cli.cpu import setup_cpu_fallbacks
+from mmgcvit.engine import CPUAmpOptimWrapper, amp
 from mmgcvit.models import GCViT
-from mmgcvit.models.backbones.gcvit import LocalWindowAttention
+from mmgcvit.models.backbones.window_attention import LocalWindowAttention
 from mmgcvit.utils import torch_compat
-
-# CPUAmpOptimWrapper needs torch >= 2.4 (test_cpu_amp_needs_recent_torch
-# checks the error older ones get).
-requires_cpu_amp = pytest.mark.skipif(
-    not torch_compat.has_cpu_amp(),
-    reason=f'torch {torch.__version__} has no CPU fp16 autocast / GradScaler')
-
 
 def toy_wrapper(**kwargs):
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(),
                                 torch.nn.Linear(8, 1))
     wrapper = build_optim_wrapper(model, dict(
-        type='CPUAmpOptimWrapper',
+        type='mmgcvit.CPUAmpOptimWrapper',
         optimizer=dict(type='SGD', lr=0.1), **kwargs))
     return model, wrapper
 
@@ -66,7 +61,7 @@ def amp_config():
 def test_cpu_fallback_keeps_amp():
     cfg = amp_config()
     messages = fallback_messages(cfg)
-    assert cfg.optim_wrapper.type == 'CPUAmpOptimWrapper'
+    assert cfg.optim_wrapper.type == 'mmgcvit.CPUAmpOptimWrapper'
     assert cfg.optim_wrapper.dtype == 'float16'
     assert any('mixed precision with CPUAmpOptimWrapper' in m
                for m in messages), messages
@@ -218,7 +213,7 @@ def test_mask_rcnn_gcvit_t_mixed_precision_30_iters(tmp_path, coco_root, dtype,
         losses = {k: v for k, v in row.items() if k.startswith('loss')}
         assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), \
             row
-    checkpoint = torch.load((work_dir / 'last_checkpoint').read_text())
+    checkpoint = load_checkpoint((work_dir / 'last_checkpoint').read_text())
     for name, value in checkpoint['state_dict'].items():
         assert torch.isfinite(value.float()).all(), name
     # Dynamic loss scaling: at most a few of the 30 steps were skipped for
@@ -253,18 +248,18 @@ def test_autocast_training_step_matches_fp32(device, with_cp):
     x = torch.randn(2, 3, 72, 88, device=device)
     grads = {}
     for fused in (True, False):
-        for amp in (False, True):
+        for autocast in (False, True):
             torch.manual_seed(0)
             model = GCViT(arch=TINY, fused_attn=fused, with_cp=with_cp,
                           window_size=(8, 8, 4, 2), drop_path_rate=0.)
             model.init_weights()
             model.to(device).train()
-            with torch.autocast(device, dtype=dtype, enabled=amp):
+            with torch.autocast(device, dtype=dtype, enabled=autocast):
                 outs = model(x)
             torch.manual_seed(1)
             sum((o.float() * torch.randn_like(o.float())).sum()
                 for o in outs).backward()
-            grads[fused, amp] = torch.cat(
+            grads[fused, autocast] = torch.cat(
                 [p.grad.flatten() for p in model.parameters()])
     assert torch.isfinite(grads[True, True]).all()
     assert rel_err(grads[True, False], grads[False, False]) < 1e-4

@@ -6,49 +6,22 @@ import pytest
 import timm
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from helpers import DEVICES, TINY, n_params, rel_err, skip_without_autocast
 
 import mmgcvit  # noqa: F401  (registers GCViT)
+from mmgcvit.analysis.benchmark import peak_memory_mib
 from mmgcvit.models import GCViT
 from mmgcvit.models.backbones import biased_attention, gcvit
-from mmgcvit.models.backbones.gcvit import (ARCH_SETTINGS,
-                                            GlobalWindowAttention,
-                                            LocalWindowAttention)
-from mmgcvit.utils.benchmark import peak_memory_mib
-from mmgcvit.utils.torch_compat import aten_op, has_cpu_amp
-
-# Small custom arch for the expensive shapes: both block kinds per stage.
-TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
-
-# The CUDA cases run the GPU's SDPA kernels (memory-efficient / cuDNN with a
-# bias) where the CPU cases run its flash kernel; without a GPU they are
-# reported as skipped.
-DEVICES = [
-    'cpu',
-    pytest.param(
-        'cuda',
-        marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                 reason='needs a CUDA GPU'))
-]
-
+from mmgcvit.models.backbones.gcvit_arch import ARCH_SETTINGS
+from mmgcvit.models.backbones.window_attention import (GlobalWindowAttention,
+                                                       LocalWindowAttention)
+from mmgcvit.utils.torch_compat import aten_op
 
 # The CPU flash kernel (torch 2.2 on) behind the fused path's CPU memory
 # savings and its CPU backward.
 requires_cpu_flash = pytest.mark.skipif(
     biased_attention.CPU_FLASH is None,
     reason=f'torch {torch.__version__} has no CPU flash attention kernel')
-
-
-def skip_without_autocast(device, dtype):
-    if device == 'cpu' and dtype == torch.float16 and not has_cpu_amp():
-        pytest.skip(f'torch {torch.__version__} has no CPU fp16 autocast')
-
-
-def n_params(module):
-    return sum(p.numel() for p in module.parameters())
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
 def table_params(model):

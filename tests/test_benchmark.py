@@ -11,7 +11,7 @@ import runpy
 import pytest
 import torch
 
-from mmgcvit.utils import benchmark
+from mmgcvit.analysis import benchmark
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(REPO, 'tools', 'analysis_tools')

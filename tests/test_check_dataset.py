@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mmgcvit.datasets import (DatasetConfigError, check_dataset,
+from mmgcvit.dataset_tools import (DatasetConfigError, check_dataset,
                               generate_ade20k, generate_coco)
 
 TOOL = Path(__file__).resolve().parents[1] / 'tools' / 'misc' / \

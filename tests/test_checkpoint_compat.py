@@ -7,16 +7,10 @@ import numpy as np
 import pytest
 import torch
 from mmengine.logging import HistoryBuffer, MessageHub
-from mmengine.utils import digit_version
+from helpers import requires_weights_only_default
 
 import mmgcvit  # noqa: F401  (registers the allow-list)
 
-# torch.load's default became weights_only=True in 2.6; before, it unpickles
-# anything, so there is nothing to refuse and no allow-list is needed.
-requires_weights_only_default = pytest.mark.skipif(
-    digit_version(torch.__version__) < digit_version('2.6.0'),
-    reason=f'torch {torch.__version__} loads with weights_only=False by '
-    'default (2.6 changed it)')
 pytestmark = requires_weights_only_default
 
 

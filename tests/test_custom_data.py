@@ -20,11 +20,10 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.utils import import_modules_from_strings
-from test_segmentation_e2e import scaled_down as seg_scaled_down
-from test_tools import last_checkpoint, test_metrics, train
+from helpers import evaluate, last_checkpoint, seg_scaled_down, train
 
-import mmgcvit  # noqa: F401  (weights_only allow-list for torch.load below)
-from mmgcvit.datasets import (check_dataset, generate_coco,
+from mmgcvit.checkpoint import load_checkpoint
+from mmgcvit.dataset_tools import (check_dataset, generate_coco,
                               generate_custom_seg)
 from mmgcvit.engine.load_report import compare_state_dicts, format_report
 
@@ -151,7 +150,7 @@ def table_rows(output, header):
 
 
 def state_dict(checkpoint):
-    return torch.load(checkpoint, map_location='cpu')['state_dict']
+    return load_checkpoint(checkpoint)['state_dict']
 
 
 # --- the load report -------------------------------------------------------
@@ -331,7 +330,7 @@ def test_det_finetune_skips_classifiers(coco_checkpoint, det_finetuned):
 @pytest.mark.slow
 def test_det_test_reports_the_custom_classes(det_finetuned, tmp_path):
     config, work_dir, _ = det_finetuned
-    metrics, output = test_metrics(
+    metrics, output = evaluate(
         config, last_checkpoint(work_dir), tmp_path / 'work',
         *det_scaled_down(**{'model.backbone.arch': 'xxtiny'}))
     # CocoMetric's classwise tables, bbox then segm.
@@ -391,7 +390,7 @@ def test_seg_finetune_skips_classifiers(ade20k_checkpoint, seg_finetuned):
 @pytest.mark.slow
 def test_seg_test_reports_the_custom_classes(seg_finetuned, tmp_path):
     config, data_root, work_dir, _ = seg_finetuned
-    metrics, output = test_metrics(
+    metrics, output = evaluate(
         config, last_checkpoint(work_dir), tmp_path / 'work',
         *seg_scaled_down(data_root), 'model.backbone.arch=xxtiny')
     # IoUMetric's per-class table.

@@ -11,7 +11,7 @@ import torch
 from mmengine.registry import init_default_scope
 from pycocotools import mask as mask_utils
 
-from mmgcvit.datasets import (generate_ade20k, generate_coco,
+from mmgcvit.dataset_tools import (generate_ade20k, generate_coco,
                               generate_custom_seg, synthetic)
 
 SMALL = dict(num_train=8, num_val=4, img_size=128)

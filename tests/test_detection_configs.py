@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from config_utils import (build_without_pretrained, n_params,
-                          with_custom_imports)
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmdet.registry import MODELS
+from helpers import build_without_pretrained, n_params, with_custom_imports
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'configs' / 'detection'
@@ -226,7 +225,7 @@ def test_get_flops_report():
 
 
 def test_get_flops_rejects_bad_shape():
-    from mmgcvit.utils.complexity import parse_shape
+    from mmgcvit.analysis.complexity import parse_shape
     assert parse_shape([64]) == (64, 64)
     with pytest.raises(ValueError, match='H W'):
         parse_shape([1, 2, 3])

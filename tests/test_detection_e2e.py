@@ -13,51 +13,12 @@ from pathlib import Path
 
 import mmdet
 import pytest
-from test_amp import requires_cpu_amp
+from helpers import det_scaled_down, requires_cpu_amp
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
 MMDET_TRAIN = Path(mmdet.__file__).parent / '.mim/tools/train.py'
 TRAIN = (sys.executable, 'tools/train.py', CONFIG)
-SIZE = '(128,128)'
-
-
-def scaled_down(coco_root, epochs=1, *more):
-    """``--cfg-options`` shrinking the config to a few seconds of CPU: no
-    pretrained weights, 128-pixel images, 4 images per split, batch 2,
-    fewer proposals, ``epochs`` epochs; keeps every detection so that
-    CocoMetric has something to score. The generated data has COCO's first
-    three classes, so the heads predict those three (CocoMetric maps labels
-    to the categories of the annotation file)."""
-    options = [
-        'model.backbone.init_cfg=None',
-        'model.roi_head.bbox_head.num_classes=3',
-        'model.roi_head.mask_head.num_classes=3',
-        'model.train_cfg.rpn_proposal.max_per_img=100',
-        'model.test_cfg.rpn.max_per_img=100',
-        'model.test_cfg.rcnn.score_thr=0.0',
-        f'train_dataloader.dataset.pipeline.2.scale={SIZE}',
-        f'train_cfg.max_epochs={epochs}',
-        'param_scheduler.0.end=2',
-        'default_hooks.logger.interval=1',
-    ]
-    for split in ('train', 'val', 'test'):
-        options += [
-            f'{split}_dataloader.batch_size=2',
-            f'{split}_dataloader.num_workers=0',
-            f'{split}_dataloader.persistent_workers=False',
-            f'{split}_dataloader.dataset.data_root={coco_root}/',
-            f'{split}_dataloader.dataset.indices=4',
-        ]
-    for split in ('val', 'test'):
-        options += [
-            f'{split}_dataloader.dataset.pipeline.1.scale={SIZE}',
-            f'{split}_evaluator.ann_file='
-            f'{coco_root}/annotations/instances_val2017.json',
-        ]
-    return ['--cfg-options', *options, *more]
-
-
 def run(cmd, timeout=300):
     """Run a tool from the repository root; fail with its output."""
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
@@ -71,7 +32,7 @@ def run(cmd, timeout=300):
 def train(tool, work_dir, coco_root, *args, epochs=1, options=()):
     """Run a training ``tool`` (command up to the config) scaled down."""
     return run([*tool, '--work-dir', work_dir, *args,
-                *scaled_down(coco_root, epochs, *options)])
+                *det_scaled_down(coco_root, epochs, *options)])
 
 
 @pytest.fixture(scope='module')
@@ -95,7 +56,7 @@ def test_test_reports_bbox_and_segm_map(trained, coco_root):
     work_dir, _ = trained
     out = run([sys.executable, 'tools/test.py', CONFIG,
                work_dir / 'epoch_1.pth', '--work-dir', work_dir / 'test',
-               *scaled_down(coco_root)])
+               *det_scaled_down(coco_root)])
     for metric in ('bbox', 'segm'):
         match = re.search(rf'coco/{metric}_mAP: (-?[\d.]+)', out)
         assert match, out[-3000:]
@@ -130,7 +91,7 @@ def test_mmdet_upstream_train(tmp_path, coco_root):
     custom_imports registers GCViT, and mmgcvit's CPUAmpOptimWrapper stands
     in for the GPU-only AmpOptimWrapper (our tools swap it themselves)."""
     log = train((sys.executable, MMDET_TRAIN, CONFIG), tmp_path, coco_root,
-                options=['optim_wrapper.type=CPUAmpOptimWrapper'])
+                options=['optim_wrapper.type=mmgcvit.CPUAmpOptimWrapper'])
     assert re.search(r'Epoch\(train\) *\[1\]\[2/2\]', log)
     assert 'coco/segm_mAP' in log
     assert (tmp_path / 'epoch_1.pth').is_file()

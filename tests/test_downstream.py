@@ -21,10 +21,8 @@ from pathlib import Path
 import mmdet
 import mmseg
 import pytest
+from helpers import det_scaled_down, requires_cpu_amp, seg_scaled_down
 from mmengine.config import Config
-from test_amp import requires_cpu_amp
-from test_detection_e2e import scaled_down as det_scaled_down
-from test_segmentation_e2e import scaled_down as seg_scaled_down
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / 'README.md'
@@ -279,7 +277,7 @@ def test_wheel_trains_downstream_detector(tool, downstream, fresh_venv,
         train, more = fresh_venv['site'] / 'mmgcvit/.mim/tools/train.py', []
     else:
         # mmdet's tool builds AmpOptimWrapper as is, which needs a GPU.
-        train, more = MMDET_TRAIN, ['optim_wrapper.type=CPUAmpOptimWrapper']
+        train, more = MMDET_TRAIN, ['optim_wrapper.type=mmgcvit.CPUAmpOptimWrapper']
     work_dir = tmp_path / 'work'
     log = run([fresh_venv['python'], train, DET, '--work-dir', work_dir,
                *det_scaled_down(coco_root, 1, *more)], folder, venv_env)

@@ -11,7 +11,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.fileio import load
 
-from mmgcvit.utils.complexity import build_model
+from mmgcvit.analysis.complexity import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 GEN = REPO / 'tools/misc/gen_model_zoo.py'

@@ -1,10 +1,4 @@
-"""Atomic checkpoints and pre-flight errors of the training tools.
-
-Also home of ``small_detection_config``: the real Mask R-CNN GC ViT config
-scaled down by overrides, shared by ``test_amp.py`` and
-``test_resume_determinism.py``.
-"""
-import json
+"""Atomic checkpoints and pre-flight errors of the training tools."""
 import os
 import signal
 import subprocess
@@ -13,94 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_tool, small_detection_config
+from mmengine.config import Config
+from mmengine.fileio.backends import LocalBackend
 from mmengine.runner import save_checkpoint
 
-import mmgcvit  # noqa: F401  (weights_only allow-list for torch.load below)
-from mmgcvit.engine import atomic_open, install_atomic_checkpoints
+from mmgcvit.checkpoint import CheckpointError, load_checkpoint
+from mmgcvit.cli.launch import run_context
+from mmgcvit.engine import atomic_checkpoint_writes
+from mmgcvit.utils.fileio import atomic_open
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / 'tools' / 'train.py'
-DET_CONFIG = (REPO / 'configs' / 'detection' /
-              'mask-rcnn_gcvit-t_fpn_1x_coco.py')
-
-SMALL_DET = """
-_base_ = '{base}'
-data_root = '{root}/'
-metainfo = dict(classes={classes!r})
-ch = {channels}
-model = dict(
-    backbone=dict(arch='{arch}', with_cp={with_cp}, init_cfg=None),
-    # Narrower FPN and heads (256 in the config): the backbone is what is
-    # tested, and fp16 convolutions are slow on CPUs.
-    neck=dict(out_channels=ch),
-    rpn_head=dict(in_channels=ch, feat_channels=ch),
-    roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=ch),
-        bbox_head=dict(in_channels=ch, fc_out_channels=4 * ch, num_classes=3),
-        mask_roi_extractor=dict(out_channels=ch),
-        mask_head=dict(in_channels=ch, conv_out_channels=ch, num_classes=3)),
-    # Fewer RoIs per image than COCO's 512: 128 px images have few objects.
-    train_cfg=dict(rcnn=dict(sampler=dict(num=64))))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=({size}, {size}), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=({size}, {size}), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                    'scale_factor')),
-]
-train_dataloader = dict(
-    batch_size={batch}, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, indices={images},
-                 pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, indices=2,
-                 pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
-test_evaluator = val_evaluator
-train_cfg = dict(max_epochs={epochs}, val_interval=1)
-param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False,
-                        begin=0, end=4)]
-default_hooks = dict(logger=dict(interval=1),
-                     checkpoint=dict(by_epoch=False, interval={ckpt_every}))
-randomness = dict(seed=0, deterministic=True)
-"""
-
-
-def small_detection_config(path, coco_root, arch='tiny', with_cp=False,
-                           size=128, batch=1, images=16, epochs=1,
-                           ckpt_every=1000, channels=32):
-    """Write the real Mask R-CNN GC ViT-T config, scaled down, to ``path``:
-    ``images`` generated COCO images at ``size`` px, ``batch`` per
-    iteration, FPN / heads ``channels`` wide, deterministic seed 0,
-    iteration checkpoints."""
-    classes = tuple(c['name'] for c in json.loads(
-        (Path(coco_root) / 'annotations' /
-         'instances_train2017.json').read_text())['categories'])
-    path.write_text(SMALL_DET.format(
-        base=DET_CONFIG, root=coco_root, classes=classes, arch=arch,
-        with_cp=with_cp, size=size, batch=batch, images=images, epochs=epochs,
-        ckpt_every=ckpt_every, channels=channels))
-    return path
-
-
-def run_tool(args, cwd, timeout=900):
-    """Run a tool; return (returncode, stdout + stderr)."""
-    result = subprocess.run(
-        [sys.executable, *map(str, args)], cwd=cwd, capture_output=True,
-        text=True, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED='1'))
-    return result.returncode, result.stdout + result.stderr
-
-
 # --- atomic checkpoint writes ---------------------------------------------
 
 def test_atomic_open_keeps_target_on_failure(tmp_path):
@@ -115,10 +33,12 @@ def test_atomic_open_keeps_target_on_failure(tmp_path):
 
 
 def test_mmengine_save_checkpoint_is_atomic(tmp_path):
-    install_atomic_checkpoints()
+    put = LocalBackend.put
     target = tmp_path / 'sub' / 'iter_2.pth'
-    save_checkpoint({'state_dict': {'w': torch.arange(3.)}}, str(target))
-    assert torch.load(target)['state_dict']['w'].tolist() == [0., 1., 2.]
+    with atomic_checkpoint_writes():
+        save_checkpoint({'state_dict': {'w': torch.arange(3.)}}, str(target))
+    assert LocalBackend.put is put, 'leaving the context restores mmengine'
+    assert load_checkpoint(target)['state_dict']['w'].tolist() == [0., 1., 2.]
     assert os.listdir(target.parent) == ['iter_2.pth']
     # Group-readable like a plain open() (mkstemp would make it 0600).
     umask = os.umask(0)
@@ -135,8 +55,9 @@ from mmengine.runner import Runner
 
 work_dir, slow_name, atomic = sys.argv[1], sys.argv[2], sys.argv[3] == '1'
 if atomic:
-    from mmgcvit.engine import install_atomic_checkpoints
-    install_atomic_checkpoints()
+    from mmgcvit.engine import atomic_checkpoint_writes
+    writes = atomic_checkpoint_writes()  # for this whole process
+    writes.__enter__()
 
 
 class HalfThenHang:
@@ -237,13 +158,18 @@ def test_kill_during_save_leaves_loadable_last_checkpoint(tmp_path,
     work_dir = kill_during_second_save(tmp_path, slow_name, atomic=True)
     last = Path((work_dir / 'last_checkpoint').read_text())
     assert last == work_dir / 'iter_1.pth'
-    assert torch.load(last)['meta']['iter'] == 1  # complete, weights_only
+    assert load_checkpoint(last)['meta']['iter'] == 1  # complete
     saved = sorted(p.name for p in work_dir.glob('*.pth'))
     assert saved == ['iter_1.pth'] + (['iter_2.pth'] if slow_name ==
                                       'last_checkpoint' else []), saved
-    # The partial bytes are only in a hidden temporary file.
-    partial = [p.name for p in work_dir.iterdir() if p.name.endswith('.tmp')]
-    assert len(partial) == 1 and partial[0].startswith(f'.{slow_name}.')
+    # The partial bytes are only in a hidden temporary file, which the next
+    # run of our tools removes (its writer is dead).
+    partial = [p for p in work_dir.iterdir() if p.name.endswith('.tmp')]
+    assert len(partial) == 1 and partial[0].name.startswith(f'.{slow_name}.')
+    before = {p.name for p in work_dir.iterdir()}
+    with run_context(Config(dict(work_dir=str(work_dir)))):
+        assert {p.name for p in work_dir.iterdir()} == before - {
+            partial[0].name}
 
 
 @pytest.mark.parametrize('slow_name', ['iter_2.pth', 'last_checkpoint'])
@@ -252,8 +178,8 @@ def test_kill_during_upstream_save_corrupts(tmp_path, slow_name):
     above guards against)."""
     work_dir = kill_during_second_save(tmp_path, slow_name, atomic=False)
     if slow_name == 'iter_2.pth':
-        with pytest.raises(Exception):
-            torch.load(work_dir / 'iter_2.pth')
+        with pytest.raises(CheckpointError, match='truncated or corrupt'):
+            load_checkpoint(work_dir / 'iter_2.pth')
     else:
         last = (work_dir / 'last_checkpoint').read_text()
         assert not Path(last).is_file(), last
@@ -340,8 +266,8 @@ def test_auto_resume_with_dangling_last_checkpoint(small_config, tmp_path):
 def test_preflight_passes_valid_config_in_process(small_config):
     """The checks accept the generated data (no false alarms): the runner
     builds and the checks of every split pass."""
-    from mmgcvit.engine.launch import build_runner, load_config
-    from mmgcvit.engine.preflight import check_data, check_pretrained
+    from mmgcvit.cli.launch import build_runner, load_config
+    from mmgcvit.cli.preflight import check_data, check_pretrained
     cfg = load_config(str(small_config), work_dir=str(small_config.parent))
     for split in ('train', 'val', 'test'):
         check_data(cfg, split)

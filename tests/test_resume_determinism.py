@@ -12,9 +12,9 @@ import time
 
 import pytest
 import torch
-from test_reliability import TRAIN, run_tool, small_detection_config
+from helpers import TRAIN, run_tool, small_detection_config
 
-import mmgcvit  # noqa: F401  (weights_only allow-list for torch.load below)
+from mmgcvit.checkpoint import load_checkpoint
 
 # Every iteration's own loss in the logs (mmengine averages over 50).
 PER_ITER_LOG = ['--cfg-options', 'log_processor.window_size=1']
@@ -87,13 +87,13 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path,
 
     work_dir = tmp_path / 'interrupted'
     kill_after_first_checkpoint(config, work_dir)
-    resumed_from = torch.load((work_dir / 'last_checkpoint').read_text())
+    resumed_from = load_checkpoint((work_dir / 'last_checkpoint').read_text())
     assert resumed_from['meta']['iter'] % 6 != 0, 'not killed mid-epoch'
     output = train(config, work_dir, '--resume')
     assert 'Resuming inside epoch 1' in output, output[-3000:]
 
-    reference = torch.load(reference_dir / 'iter_12.pth')
-    resumed = torch.load(work_dir / 'iter_12.pth')
+    reference = load_checkpoint(reference_dir / 'iter_12.pth')
+    resumed = load_checkpoint(work_dir / 'iter_12.pth')
     assert resumed['meta']['iter'] == reference['meta']['iter'] == 12
     for name, value in reference['state_dict'].items():
         torch.testing.assert_close(resumed['state_dict'][name], value,

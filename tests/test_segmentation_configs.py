@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from config_utils import (build_without_pretrained, n_params,
-                          with_custom_imports)
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import PARAM_SCHEDULERS
 from mmseg.registry import MODELS
+from helpers import build_without_pretrained, n_params, with_custom_imports
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs' / 'segmentation'
 # The ADE20K configs (the custom-data one: tests/test_custom_data.py).

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import evaluate, last_checkpoint, train
 
-import mmgcvit  # noqa: F401  (weights_only allow-list for torch.load below)
+from mmgcvit.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / 'tools'
@@ -114,40 +114,6 @@ default_hooks = dict(logger=dict(interval=1),
 """
 
 
-def run(cmd, cwd, timeout=600):
-    """Run a tool, failing the test with its output when it fails."""
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
-    result = subprocess.run([str(c) for c in cmd],
-                            cwd=cwd,
-                            env=env,
-                            capture_output=True,
-                            text=True,
-                            timeout=timeout)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f'{cmd} failed:\n{output[-6000:]}'
-    return output
-
-
-def train(config, work_dir, *args):
-    return run([sys.executable, TOOLS / 'train.py', config, '--work-dir',
-                work_dir, *args], cwd=work_dir.parent)
-
-
-def test_metrics(config, checkpoint, work_dir, *args):
-    """Run tools/test.py; return the metrics it saved."""
-    output = run([sys.executable, TOOLS / 'test.py', config, checkpoint,
-                  '--work-dir', work_dir, *args], cwd=work_dir.parent)
-    saved = sorted(work_dir.glob('*/metrics.json'))
-    assert saved, f'tools/test.py saved no metrics.json:\n{output[-3000:]}'
-    return json.loads(saved[-1].read_text()), output
-
-
-test_metrics.__test__ = False  # a helper, not a test
-
-
-def last_checkpoint(work_dir):
-    return Path((work_dir / 'last_checkpoint').read_text().strip())
-
 
 @pytest.fixture
 def det_config(tmp_path, coco_root):
@@ -174,7 +140,7 @@ def test_detection_train_test_resume(det_config, tmp_path):
     assert ckpt.is_file() and last_checkpoint(work_dir) == ckpt
 
     # tools/test.py loads it under torch's default weights_only=True.
-    metrics, _ = test_metrics(det_config, ckpt, work_dir, '--out',
+    metrics, _ = evaluate(det_config, ckpt, work_dir, '--out',
                               tmp_path / 'preds.pkl')
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'):
         assert 0.0 <= metrics[key] <= 1.0, metrics
@@ -183,9 +149,9 @@ def test_detection_train_test_resume(det_config, tmp_path):
     output = train(det_config, work_dir, '--resume',
                    '--cfg-options', 'train_cfg.max_epochs=2')
     assert 'resumed epoch: 1' in output, output[-3000:]
-    resumed = torch.load(work_dir / 'epoch_2.pth', map_location='cpu')
+    resumed = load_checkpoint(work_dir / 'epoch_2.pth')
     assert resumed['meta']['epoch'] == 2
-    first = torch.load(ckpt, map_location='cpu')
+    first = load_checkpoint(ckpt)
     assert resumed['meta']['iter'] == 2 * first['meta']['iter']
 
 
@@ -196,14 +162,14 @@ def test_segmentation_train_test_resume(seg_config, tmp_path):
     ckpt = work_dir / 'iter_4.pth'
     assert ckpt.is_file() and last_checkpoint(work_dir) == ckpt
 
-    metrics, _ = test_metrics(seg_config, ckpt, work_dir, '--show-dir',
+    metrics, _ = evaluate(seg_config, ckpt, work_dir, '--show-dir',
                               tmp_path / 'vis')
     assert 0.0 <= metrics['mIoU'] <= 100.0, metrics
     assert list((tmp_path / 'vis').rglob('*.png')), 'no painted predictions'
 
     train(seg_config, work_dir, '--resume', str(ckpt), '--cfg-options',
           'train_cfg.max_iters=8')
-    resumed = torch.load(work_dir / 'iter_8.pth', map_location='cpu')
+    resumed = load_checkpoint(work_dir / 'iter_8.pth')
     assert resumed['meta']['iter'] == 8
 
 

@@ -1,4 +1,4 @@
-"""Global-query attention maps and Grad-CAM (``mmgcvit.utils.visualization``
+"""Global-query attention maps and Grad-CAM (``mmgcvit.analysis.visualization``
 and ``tools/analysis_tools/visualize_gcvit.py``).
 
 The attention drawn must be the model's own: softmax rows, equal to a
@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from mmengine.runner import save_checkpoint
 
-from mmgcvit.datasets import generate_ade20k, generate_coco
+from mmgcvit.dataset_tools import generate_ade20k, generate_coco
 from mmgcvit.models.backbones.gcvit import GCViT
-from mmgcvit.utils.visualization import (GAP, grad_cam, load_model,
+from mmgcvit.analysis.visualization import (GAP, grad_cam, load_model,
                                          prepare_image,
                                          record_global_attention, tile_size)
 

@@ -31,9 +31,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from mmengine.config import Config
 
-from mmgcvit.datasets import generate_ade20k, generate_coco
-from mmgcvit.engine.atomic_checkpoint import atomic_open
-from mmgcvit.engine.launch import write_json_atomic
+from mmgcvit.dataset_tools import generate_ade20k, generate_coco
+from mmgcvit.utils.fileio import atomic_open
+from mmgcvit.cli.launch import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 # Per task: the demo config, its dataset generator and the metrics to report

@@ -5,9 +5,9 @@ registries are used. Same flags as mmdet's and mmseg's ``tools/train.py``.
 """
 import argparse
 
-from mmgcvit.engine.launch import (add_common_args, build_runner,
-                                   enable_auto_scale_lr, load_config,
-                                   parse_args_with_common)
+from mmgcvit.cli.launch import (add_common_args, build_runner,
+                                enable_auto_scale_lr, load_config,
+                                parse_args_with_common, run_context)
 
 
 def parse_args():
@@ -45,8 +45,8 @@ def main():
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
-    runner = build_runner(cfg)
-    runner.train()
+    with run_context(cfg):
+        build_runner(cfg).train()
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
 _base_ = './mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
 # The demo: GC ViT-XXT Mask R-CNN trained from scratch on the CPU on the
-# generated shapes (mmgcvit.datasets.generate_coco with these classes, 128 px
+# generated shapes (mmgcvit.dataset_tools.generate_coco with these classes, 128 px
 # images; `tools/demo.py` makes them and points `data_root` at them).
 data_root = 'data/demo-shapes/'
 metainfo = dict(classes=('rectangle', 'ellipse', 'triangle'))

@@ -1,6 +1,6 @@
 _base_ = './upernet_gcvit-xxt_8xb2-160k_ade20k-512x512.py'
 # The demo: GC ViT-XXT UPerNet trained from scratch on the CPU on generated
-# ADE20K-format data (mmgcvit.datasets.generate_ade20k, 128 px images of
+# ADE20K-format data (mmgcvit.dataset_tools.generate_ade20k, 128 px images of
 # three textured region classes; `tools/demo.py --task seg` makes them and
 # points `data_root` at them).
 data_root = 'data/demo-ade20k/ADEChallengeData2016'

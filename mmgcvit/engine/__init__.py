@@ -1,17 +1,16 @@
-from .amp import CPUAmpOptimWrapper
-from .atomic_checkpoint import atomic_open, install_atomic_checkpoints
-from .checkpoint_compat import allow_mmengine_checkpoints
-from .cpu import setup_cpu_fallbacks
-from .load_report import LoadReportHook, enable_load_report
-from .preflight import PreflightError, PreflightRunner
+"""Runner add-ons (OpenMMLab's ``engine``): an optim wrapper, hooks and
+loops, registered under the ``mmgcvit`` scope (``type='mmgcvit.<Name>'``),
+and the reversible patch that makes mmengine's checkpoint writes atomic.
+Our tools apply them (``mmgcvit.cli``); nothing here runs at
+``import mmgcvit``."""
+from .amp import CPUAmpOptimWrapper, mmcv_ops_in_fp32
+from .atomic_checkpoint import atomic_checkpoint_writes
+from .load_report import LoadReportHook
 from .resume import (ResumableEpochBasedTrainLoop,
-                     ResumableIterBasedTrainLoop, RNGStateHook,
-                     enable_exact_resume)
+                     ResumableIterBasedTrainLoop, RNGStateHook)
 
 __all__ = [
-    'allow_mmengine_checkpoints', 'setup_cpu_fallbacks',
-    'CPUAmpOptimWrapper', 'atomic_open', 'install_atomic_checkpoints',
-    'PreflightError', 'PreflightRunner', 'ResumableEpochBasedTrainLoop',
-    'ResumableIterBasedTrainLoop', 'RNGStateHook', 'enable_exact_resume',
-    'LoadReportHook', 'enable_load_report'
+    'CPUAmpOptimWrapper', 'mmcv_ops_in_fp32', 'atomic_checkpoint_writes',
+    'LoadReportHook', 'ResumableEpochBasedTrainLoop',
+    'ResumableIterBasedTrainLoop', 'RNGStateHook'
 ]

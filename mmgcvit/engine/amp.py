@@ -9,9 +9,10 @@ scales losses with ``torch.amp.GradScaler('cpu')`` for fp16.
 
 mmcv's CPU kernels of ``nms`` and ``roi_align`` (RPN proposals, RoI
 features) only take fp32 (their CUDA kernels take fp16 too);
-``keep_mmcv_ops_fp32_on_cpu`` runs them in fp32 under CPU autocast and casts
-their results back, as autocast itself treats precision-sensitive ops.
-Outside CPU autocast they are unchanged.
+``mmcv_ops_in_fp32`` runs them in fp32 under CPU autocast and casts
+their results back, as autocast itself treats precision-sensitive ops,
+for the duration of each ``optim_context`` (the forward); mmcv is unchanged
+outside it.
 """
 import functools
 import importlib
@@ -19,8 +20,8 @@ from contextlib import contextmanager
 
 import torch
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
-from mmengine.registry import OPTIM_WRAPPERS
 
+from mmgcvit.registry import OPTIM_WRAPPERS
 from mmgcvit.utils.torch_compat import cpu_autocast_enabled, has_cpu_amp
 
 
@@ -28,8 +29,6 @@ def _fp32_under_cpu_autocast(op):
     """``op`` on fp32 copies of its floating CPU tensors while CPU autocast
     is on, its floating result cast back to the first input's dtype (the
     casts are differentiable, so gradients flow in the autocast dtype)."""
-    if getattr(op, 'fp32_on_cpu', False):
-        return op
 
     def is_half(value):
         return isinstance(value, torch.Tensor) and value.device.type == \
@@ -44,25 +43,34 @@ def _fp32_under_cpu_autocast(op):
             out = op(*[a.float() if is_half(a) else a for a in args])
         return out.to(halves[0].dtype) if out.is_floating_point() else out
 
-    wrapped.fp32_on_cpu = True
     return wrapped
 
 
-def keep_mmcv_ops_fp32_on_cpu():
-    """Run mmcv's fp32-only CPU ops in fp32 under CPU autocast; idempotent.
+@contextmanager
+def mmcv_ops_in_fp32():
+    """Run mmcv's fp32-only CPU ops in fp32 under CPU autocast, inside the
+    ``with`` block (mmcv is restored on leaving it).
 
     ``NMSop.apply`` is what ``mmcv.ops.nms`` / ``batched_nms`` call;
     ``RoIAlign`` modules call the module-level ``roi_align``.
     """
-    # Imported here, so that ``import mmgcvit`` (e.g. the backbone alone)
-    # does not load mmcv's compiled ops.
+    # Imported here, so that the backbone alone never loads mmcv's ops.
     from mmcv.ops.nms import NMSop
 
     # The module, not the function that ``mmcv.ops`` exports under its name.
     mmcv_roi_align = importlib.import_module('mmcv.ops.roi_align')
+    saved_nms = NMSop.__dict__.get('apply')  # None: Function.apply
+    saved_roi_align = mmcv_roi_align.roi_align
     NMSop.apply = _fp32_under_cpu_autocast(NMSop.apply)
-    mmcv_roi_align.roi_align = _fp32_under_cpu_autocast(
-        mmcv_roi_align.roi_align)
+    mmcv_roi_align.roi_align = _fp32_under_cpu_autocast(saved_roi_align)
+    try:
+        yield
+    finally:
+        if saved_nms is None:
+            del NMSop.apply
+        else:
+            NMSop.apply = saved_nms
+        mmcv_roi_align.roi_align = saved_roi_align
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -111,12 +119,12 @@ class CPUAmpOptimWrapper(AmpOptimWrapper):
             raise TypeError('optim_wrapper.loss_scale must be "dynamic", a '
                             f'float or a dict, got {loss_scale!r}')
         self.loss_scaler = torch.amp.GradScaler('cpu', **scaler_args)
-        keep_mmcv_ops_fp32_on_cpu()
 
     @contextmanager
     def optim_context(self, model):
         # Skip AmpOptimWrapper's context: mmengine's autocast rejects fp16
         # on CPU.
         with OptimWrapper.optim_context(self, model), \
-                torch.autocast('cpu', dtype=self.cast_dtype):
+                torch.autocast('cpu', dtype=self.cast_dtype), \
+                mmcv_ops_in_fp32():
             yield

@@ -16,7 +16,8 @@ import re
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import BaseTTAModel, is_model_wrapper
-from mmengine.registry import HOOKS
+from mmgcvit.checkpoint import CheckpointError
+from mmgcvit.registry import HOOKS
 
 # What mmengine's ``Runner.load_checkpoint`` strips before loading.
 _REVISE_KEYS = [(r'^module\.', '')]
@@ -83,23 +84,32 @@ def format_report(skipped, missing, unexpected):
 @HOOKS.register_module()
 class LoadReportHook(Hook):
     """Log what ``load_from`` / ``--resume`` / ``tools/test.py`` could not
-    load into the model, in one warning line (nothing when all fits)."""
+    load into the model, in one warning line (nothing when all fits).
+
+    Args:
+        missing_is_error (bool): raise instead when the checkpoint leaves
+            model weights at their initialisation (``tools/test.py``: an
+            evaluation of a partly random model is meaningless).
+    """
+
+    def __init__(self, missing_is_error=False):
+        self.missing_is_error = missing_is_error
 
     def after_load_checkpoint(self, runner, checkpoint):
         state = checkpoint.get('state_dict', checkpoint)
         for pattern, replacement in _REVISE_KEYS:
             state = {re.sub(pattern, replacement, k): v
                      for k, v in state.items()}
-        message = format_report(*compare_state_dicts(
-            state, _unwrap(runner.model).state_dict()))
+        skipped, missing, unexpected = compare_state_dicts(
+            state, _unwrap(runner.model).state_dict())
+        message = format_report(skipped, missing, unexpected)
+        if self.missing_is_error and (skipped or missing):
+            raise CheckpointError(
+                f'{message}. The checkpoint leaves these model weights '
+                'uninitialised, so the evaluation would measure a partly '
+                'random model: test a checkpoint of this whole model (e.g. '
+                'work_dirs/<config>/epoch_N.pth), or pass '
+                '--allow-partial-checkpoint if that is intended.')
         if message:
             print_log(message, logger='current', level=logging.WARNING)
 
-
-def enable_load_report(cfg):
-    """Add ``LoadReportHook`` to ``cfg.custom_hooks`` (in place) unless the
-    config already lists it."""
-    hooks = list(cfg.get('custom_hooks') or [])
-    if not any(isinstance(h, dict) and h.get('type') in (
-            LoadReportHook.__name__, LoadReportHook) for h in hooks):
-        cfg.custom_hooks = hooks + [dict(type=LoadReportHook.__name__)]

@@ -25,8 +25,8 @@ Exact equality also needs ``randomness=dict(seed=..., deterministic=True)``,
 a single process, and dataloader workers that start from their seed every
 epoch (``num_workers=0`` or ``persistent_workers=False``): persistent
 workers carry their own generator states across epochs, which no checkpoint
-holds. ``enable_exact_resume`` switches a config to these loops and hook;
-``tools/train.py`` does it for every config.
+holds. ``tools/train.py`` switches every config to these loops and hook
+(``mmgcvit.cli.launch``); other runners name them ``mmgcvit.<Name>``.
 """
 import logging
 import random
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.registry import HOOKS, LOOPS
+from mmgcvit.registry import HOOKS, LOOPS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
 RNG_STATE_KEY = 'rng_state'
@@ -183,27 +183,3 @@ class ResumableEpochBasedTrainLoop(_ResumeRNGMixin, EpochBasedTrainLoop):
         self.runner.call_hook('after_train_epoch')
         self._epoch += 1
 
-
-_RESUMABLE_LOOPS = {
-    'EpochBasedTrainLoop': ResumableEpochBasedTrainLoop.__name__,
-    'IterBasedTrainLoop': ResumableIterBasedTrainLoop.__name__,
-}
-
-
-def enable_exact_resume(cfg):
-    """Use the resumable loops and ``RNGStateHook`` in ``cfg`` (in place);
-    loops of other types are left alone."""
-    train_cfg = cfg.get('train_cfg')
-    if not train_cfg:
-        return
-    if 'type' not in train_cfg and 'by_epoch' in train_cfg:
-        # mmengine's shorthand: dict(by_epoch=True, max_epochs=12).
-        train_cfg['type'] = ('EpochBasedTrainLoop' if train_cfg.pop('by_epoch')
-                             else 'IterBasedTrainLoop')
-    loop = train_cfg.get('type')
-    if loop in _RESUMABLE_LOOPS:
-        train_cfg['type'] = _RESUMABLE_LOOPS[loop]
-    hooks = list(cfg.get('custom_hooks') or [])
-    if not any(isinstance(h, RNGStateHook) or (isinstance(h, dict) and h.get(
-            'type') in (RNGStateHook.__name__, RNGStateHook)) for h in hooks):
-        cfg.custom_hooks = hooks + [dict(type=RNGStateHook.__name__)]

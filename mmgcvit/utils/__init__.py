@@ -1,2 +1,2 @@
-"""Analysis utilities: speed/memory benchmarks (``benchmark``), global-query
-attention maps and Grad-CAM (``visualization``)."""
+"""Small shared helpers: the torch-version lookups (``torch_compat``) and the
+one atomic file writer (``fileio``)."""

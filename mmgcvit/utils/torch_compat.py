@@ -50,9 +50,11 @@ def has_cpu_amp():
 
 def safe_globals(types):
     """A context that lets ``torch.load(weights_only=True)`` unpickle
-    ``types`` (torch 2.5 on). Older torch loads with its own default,
-    ``weights_only=False``, which needs no allow-list (and checks
-    nothing)."""
+    ``types``: torch 2.5 on scopes the permission to the context, 2.4 can
+    only grant it for the process, older torch has no allow-list (its
+    ``weights_only`` refuses them)."""
     if hasattr(torch.serialization, 'safe_globals'):
         return torch.serialization.safe_globals(types)
+    if hasattr(torch.serialization, 'add_safe_globals'):
+        torch.serialization.add_safe_globals(types)
     return contextlib.nullcontext()

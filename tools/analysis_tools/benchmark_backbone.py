@@ -13,8 +13,8 @@ import argparse
 
 import torch
 
-from mmgcvit.engine.launch import write_json_atomic
-from mmgcvit.utils.benchmark import (DEFAULT_SHAPES, add_run_args,
+from mmgcvit.cli.launch import write_json_atomic
+from mmgcvit.analysis.benchmark import (DEFAULT_SHAPES, add_run_args,
                                      backbone_table, benchmark_backbones,
                                      build_backbone, default_variants,
                                      parse_shape, profile_forward, run_device,

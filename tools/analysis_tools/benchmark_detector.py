@@ -12,8 +12,8 @@ Example::
 """
 import argparse
 
-from mmgcvit.engine.launch import write_json_atomic
-from mmgcvit.utils.benchmark import (add_run_args, benchmark_detectors,
+from mmgcvit.cli.launch import write_json_atomic
+from mmgcvit.analysis.benchmark import (add_run_args, benchmark_detectors,
                                      config_name, detector_table, parse_shape,
                                      run_device)
 

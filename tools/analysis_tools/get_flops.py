@@ -11,7 +11,7 @@ import argparse
 
 from mmengine.config import Config, DictAction
 
-from mmgcvit.utils.complexity import complexity_report, model_complexity
+from mmgcvit.analysis.complexity import complexity_report, model_complexity
 
 
 def parse_args():

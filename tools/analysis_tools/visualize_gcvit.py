@@ -26,7 +26,7 @@ import os.path as osp
 import mmcv
 from mmengine.config import DictAction
 
-from mmgcvit.utils.visualization import (load_model, prepare_image,
+from mmgcvit.analysis.visualization import (load_model, prepare_image,
                                          render_attention, render_grad_cam,
                                          save_png)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mmengine.config import DictAction
 
-from mmgcvit.datasets.check import DatasetConfigError, check_dataset
+from mmgcvit.dataset_tools.check import DatasetConfigError, check_dataset
 
 
 def parse_args():

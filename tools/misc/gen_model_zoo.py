@@ -114,7 +114,7 @@ def main():
         print(f'{args.readme}: model-zoo tables are up to date')
     elif new != text:
         # Here only: it imports torch, which --check does not need.
-        from mmgcvit.engine.atomic_checkpoint import atomic_open
+        from mmgcvit.utils.fileio import atomic_open
         with atomic_open(args.readme, 'w', encoding='utf-8') as f:
             f.write(new)
         print(f'{args.readme}: model-zoo tables rewritten')

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from mmgcvit.datasets import (generate_ade20k, generate_coco,
+from mmgcvit.dataset_tools import (generate_ade20k, generate_coco,
                               generate_custom_seg)
 
 GENERATORS = dict(coco=generate_coco, ade20k=generate_ade20k,

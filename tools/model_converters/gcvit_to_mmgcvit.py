@@ -5,30 +5,46 @@ Example::
     python tools/model_converters/gcvit_to_mmgcvit.py \\
         gcvit_1k_tiny.pth.tar checkpoints/gcvit_tiny_mmgcvit.pth
 
-The output (``{'state_dict', 'meta'}``) loads with
-``init_cfg=dict(type='Pretrained', checkpoint=DST)``; the backbone also
-reads the NVlabs and timm files directly, so converting is optional.
+SRC may be a local file or an http(s) URL. The output (``{'state_dict',
+'meta'}``) loads with ``init_cfg=dict(type='Pretrained', checkpoint=DST)``;
+the backbone also reads the NVlabs and timm files directly, so converting is
+optional.
 """
 import argparse
+import os.path as osp
 import sys
 
-from mmgcvit.models.backbones.gcvit_checkpoint import (CheckpointFormatError,
-                                                       save_converted)
+import torch
+
+from mmgcvit.checkpoint import CheckpointError, load_checkpoint
+from mmgcvit.models.backbones.gcvit_converter import (gcvit_converter,
+                                                      infer_arch)
+from mmgcvit.utils.fileio import atomic_open
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', help='NVlabs .pth.tar, timm .pth or '
-                        '.safetensors, or an mmgcvit checkpoint')
+                        '.safetensors, or an mmgcvit checkpoint (path or URL)')
     parser.add_argument('dst', help='output .pth (written atomically)')
     return parser.parse_args()
+
+
+def convert(src, dst):
+    """Convert ``src`` and write ``dst`` atomically; returns the meta."""
+    state_dict, source_format = gcvit_converter(load_checkpoint(src))
+    meta = dict(infer_arch(state_dict), source_format=source_format,
+                source=osp.basename(src))
+    with atomic_open(dst, 'wb') as f:
+        torch.save(dict(state_dict=state_dict, meta=meta), f)
+    return meta
 
 
 def main():
     args = parse_args()
     try:
-        meta = save_converted(args.src, args.dst)
-    except (CheckpointFormatError, FileNotFoundError) as error:
+        meta = convert(args.src, args.dst)
+    except CheckpointError as error:
         sys.exit(f'error: {error}')
     print(f'Wrote {args.dst}: {meta}')
 

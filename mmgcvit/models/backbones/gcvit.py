@@ -5,7 +5,10 @@ Module and parameter names follow the official NVlabs implementation, so its
 ImageNet checkpoints (and the backbone part of its mmdet-2 detection
 checkpoints) map onto this model key for key.
 """
+import logging
 import math
+import os
+import re
 
 import torch
 import torch.nn as nn
@@ -18,11 +21,14 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch.nn.init import trunc_normal_
 
+from mmgcvit.checkpoint import CheckpointError, check_finite, load_checkpoint
 from mmgcvit.registry import register_model
 from mmgcvit.utils.torch_compat import selective_checkpoint_kwargs
-from .biased_attention import (CPU_FLASH, biased_flash_attention,
-                               use_biased_flash)
-from .gcvit_checkpoint import load_pretrained
+from .biased_attention import CPU_FLASH
+from .gcvit_arch import resolve_arch
+from .gcvit_converter import check_variant, gcvit_converter, resize_table
+from .window_attention import (GlobalWindowAttention, LocalWindowAttention,
+                               _WindowAttention)
 
 # Kept by `with_cp` on the CPU instead of recomputed: the CPU flash
 # kernel's (output, log-sum-exp), a fraction of a block's activations that
@@ -34,83 +40,70 @@ from .gcvit_checkpoint import load_pretrained
 _CHECKPOINT_KWARGS = selective_checkpoint_kwargs(
     [CPU_FLASH]) if CPU_FLASH is not None else {}
 
-# (embed_dims, depths, num_heads, mlp_ratio, layer_scale), official variants.
-_VARIANTS = {
-    'xxtiny': (64, (2, 2, 6, 2), (2, 4, 8, 16), 3., None),
-    'xtiny': (64, (3, 4, 6, 5), (2, 4, 8, 16), 3., None),
-    'tiny': (64, (3, 4, 19, 5), (2, 4, 8, 16), 3., None),
-    'tiny2': (64, (3, 4, 29, 5), (2, 4, 8, 16), 3., None),
-    'small': (96, (3, 4, 19, 5), (3, 6, 12, 24), 2., 1e-5),
-    'small2': (96, (3, 4, 23, 5), (3, 6, 12, 24), 3., 1e-5),
-    'base': (128, (3, 4, 19, 5), (4, 8, 16, 32), 2., 1e-5),
-    'large': (192, (3, 4, 19, 5), (6, 12, 24, 48), 2., 1e-5),
-}
-_IMAGENET_WINDOWS = (7, 7, 14, 7)
+
+NUM_STAGES = 4
 
 
-def _preset(name, pretrain_img_size=224, windows=_IMAGENET_WINDOWS):
-    dims, depths, heads, mlp_ratio, layer_scale = _VARIANTS[name]
-    return dict(embed_dims=dims, depths=depths, num_heads=heads,
-                mlp_ratio=mlp_ratio, layer_scale=layer_scale,
-                pretrain_img_size=pretrain_img_size,
-                pretrained_window_size=windows)
-
-
-ARCH_SETTINGS = {name: _preset(name) for name in _VARIANTS}
-# ImageNet-21K pre-trained Large checkpoints, fine-tuned at 384 and 512.
-ARCH_SETTINGS['large-384'] = _preset('large', 384, (12, 12, 24, 12))
-ARCH_SETTINGS['large-512'] = _preset('large', 512, (16, 16, 32, 16))
-
-ARCH_ALIASES = {
-    'xxt': 'xxtiny', 'xx-tiny': 'xxtiny', 'xt': 'xtiny', 'x-tiny': 'xtiny',
-    't': 'tiny', 't2': 'tiny2', 'tiny-2': 'tiny2',
-    's': 'small', 's2': 'small2', 'small-2': 'small2',
-    'b': 'base', 'l': 'large',
-    'l-384': 'large-384', 'large384': 'large-384', 'l-512': 'large-512',
-    'large512': 'large-512',
-}
-
-
-def resolve_arch(arch):
-    """Settings dict of a preset name (any alias, any case) or a custom dict.
-
-    A custom dict needs ``embed_dims``, ``depths`` and ``num_heads``;
-    ``mlp_ratio`` (3), ``layer_scale`` (None), ``pretrain_img_size`` (224)
-    and ``pretrained_window_size`` (7, 7, 14, 7) are optional.
-    """
-    if isinstance(arch, str):
-        key = arch.lower().replace('_', '-')
-        key = ARCH_ALIASES.get(key, key)
-        if key not in ARCH_SETTINGS:
-            raise ValueError(
-                f'Unknown GCViT arch {arch!r}: use one of '
-                f'{sorted(ARCH_SETTINGS)} (aliases {sorted(ARCH_ALIASES)}) '
-                'or a dict with embed_dims, depths and num_heads.')
-        return dict(ARCH_SETTINGS[key])
-    if not isinstance(arch, dict):
-        raise TypeError(f'GCViT arch must be a str or a dict, got {arch!r}')
-    missing = {'embed_dims', 'depths', 'num_heads'} - set(arch)
-    unknown = set(arch) - set(ARCH_SETTINGS['tiny'])
-    if missing or unknown:
-        raise ValueError(
-            f'Custom GCViT arch {arch}: missing keys {sorted(missing)}, '
-            f'unknown keys {sorted(unknown)}; allowed keys are '
-            f'{sorted(ARCH_SETTINGS["tiny"])}.')
-    settings = dict(mlp_ratio=3., layer_scale=None, pretrain_img_size=224,
-                    pretrained_window_size=_IMAGENET_WINDOWS)
-    settings.update(arch)
-    return settings
-
-
-def _per_stage(value, num_stages, name):
-    """An int for every stage, or a sequence with one entry per stage."""
-    if isinstance(value, int):
-        return (value, ) * num_stages
-    value = tuple(value)
-    if len(value) != num_stages:
-        raise ValueError(f'GCViT {name}={value} has {len(value)} entries but '
-                         f'the arch has {num_stages} stages.')
+def _positive_int(value, name, example):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f'GCViT {name}={value!r} must be a positive '
+                         f'integer, e.g. {name}={example}.')
     return value
+
+
+def _per_stage(value, name, example):
+    """A positive int for every stage, or a sequence of one per stage."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (_positive_int(value, name, example), ) * NUM_STAGES
+    if not isinstance(value, (list, tuple)) or len(value) != NUM_STAGES:
+        raise ValueError(
+            f'GCViT {name}={value!r} must be one positive integer or '
+            f'{NUM_STAGES} of them (one per stage), e.g. {name}={example}.')
+    return tuple(_positive_int(v, name, example) for v in value)
+
+
+def _rate(value, name, high=1.):
+    """A probability in [0, high)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 <= value < high:
+        raise ValueError(f'GCViT {name}={value!r} must be a number in '
+                         f'[0, {high:g}), e.g. {name}=0.1.')
+    return float(value)
+
+
+# Norms that normalise the channels of channels-last tokens, as the
+# blocks need (BN/GN normalise NCHW maps and belong in necks and heads).
+_LAYER_NORMS = ('LN', 'LayerNorm', nn.LayerNorm)
+
+
+def _check_norm_cfg(norm_cfg):
+    if not isinstance(norm_cfg, dict) or norm_cfg.get('type') not in \
+            _LAYER_NORMS:
+        raise ValueError(
+            f'GCViT norm_cfg={norm_cfg!r}: GC ViT normalises channels-last '
+            "tokens with LayerNorm; use norm_cfg=dict(type='LN') (batch or "
+            'group norms belong in the neck and heads).')
+
+
+_PRETRAINED_KEYS = {'type', 'checkpoint', 'prefix', 'strict'}
+
+
+def _check_init_cfg(init_cfg):
+    if init_cfg is None:
+        return
+    example = "init_cfg=dict(type='Pretrained', checkpoint=PATH_OR_URL)"
+    if not isinstance(init_cfg, dict):
+        raise TypeError(f'GCViT init_cfg must be a dict such as {example} or '
+                        f'None, got {type(init_cfg).__name__} {init_cfg!r}.')
+    if init_cfg.get('type') != 'Pretrained':
+        return
+    unknown = set(init_cfg) - _PRETRAINED_KEYS
+    checkpoint = init_cfg.get('checkpoint')
+    if unknown or not isinstance(checkpoint, (str, os.PathLike)):
+        raise ValueError(
+            f'GCViT init_cfg={init_cfg!r}: use {example}, optionally with '
+            "prefix='backbone.' and strict=True"
+            + (f' (unknown keys {sorted(unknown)})' if unknown else '') + '.')
 
 
 def query_pooling_plan(pretrain_img_size, pretrained_window_size,
@@ -240,265 +233,6 @@ class GlobalQueryGenerator(nn.Module):
         x = x.permute(0, 2, 3, 1).reshape(B, 1, w * w, self.num_heads,
                                            C // self.num_heads)
         return x.permute(0, 1, 3, 2, 4)
-
-
-def relative_position_index(window_size):
-    """Swin-style ``(w*w, w*w)`` index into a ``(2w-1)**2`` bias table."""
-    coords = torch.stack(
-        torch.meshgrid(
-            torch.arange(window_size), torch.arange(window_size),
-            indexing='ij')).flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
-    rel = rel + (window_size - 1)
-    return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]
-
-
-class _WindowAttention(nn.Module):
-    """Multi-head attention inside the windows of a ``(B, H, W, C)`` map,
-    with a learned relative-position bias; returns the ``(B, H, W, C)`` map.
-
-    Any H x W: as in the official detection code, the (normalised) map is
-    zero-padded bottom/right to whole windows and attended without a mask,
-    so padded tokens are keys and values too; outputs at padded positions
-    are cropped. ``fused_attn`` picks ``F.scaled_dot_product_attention``
-    over that; False runs the explicit softmax(q k^T + bias) v over the
-    padded windows, the reference. On the CPU, which is compute-bound, the
-    fused path skips the padding's FLOPs (:meth:`_fused_valid`); on GPUs,
-    where a GC ViT block's many small kernels are bound by their launches,
-    it attends all the padded windows in one call (:meth:`_fused_padded`).
-    """
-
-    num_projections = 3
-
-    def __init__(self, dim, num_heads, window_size, qkv_bias=True,
-                 attn_drop=0., proj_drop=0., fused_attn=True):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim**-0.5
-        self.window_size = window_size
-        self.fused_attn = fused_attn
-        self.relative_position_bias_table = nn.Parameter(
-            torch.empty((2 * window_size - 1)**2, num_heads))
-        trunc_normal_(self.relative_position_bias_table, std=.02)
-        # Derived from the window size: not part of checkpoints.
-        self.register_buffer(
-            'relative_position_index',
-            relative_position_index(window_size).flatten(),
-            persistent=False)
-        self.qkv = nn.Linear(dim, dim * self.num_projections, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self._bias_cache = None
-
-    def train(self, mode=True):
-        self._bias_cache = None
-        return super().train(mode)
-
-    def relative_position_bias(self):
-        """``(heads, N, N)`` bias; cached for inference, keyed on the table's
-        version so ``load_state_dict`` or in-place edits refresh it."""
-        table = self.relative_position_bias_table
-        cacheable = not self.training and not (torch.is_grad_enabled()
-                                               and table.requires_grad)
-        key = (table._version, table.data_ptr(), table.device, table.dtype)
-        if cacheable and self._bias_cache is not None \
-                and self._bias_cache[0] == key:
-            return self._bias_cache[1]
-        n = self.window_size**2
-        # index_select along a head-major copy of the table: its backward
-        # (index_add_) is 5-9x faster on CPU than advanced indexing's
-        # accumulating index_put_, and no permuted copy of the bias is made.
-        bias = table.t().contiguous().index_select(
-            1, self.relative_position_index).view(-1, n, n)
-        self._bias_cache = (key, bias) if cacheable else None
-        return bias
-
-    def _qkv(self, windows, q_global, rows, cols):
-        """q ``(B, 1 or n, heads, Q, d)``, k and v ``(B, n, heads, Q, d)`` of
-        ``(B, n, Q, C)`` windows holding the top-left ``rows x cols`` tokens
-        of each window (Q = rows * cols)."""
-        raise NotImplementedError
-
-    def forward(self, x, q_global=None):
-        """Args:
-            x: ``(B, H, W, C)`` map.
-            q_global: the stage's global query (global attention only).
-        """
-        if not self.fused_attn:
-            out = self._explicit(x, q_global)
-        elif x.device.type == 'cpu':
-            out = self._fused_valid(x, q_global)
-        else:
-            out = self._fused_padded(x, q_global)
-        return self.proj_drop(self.proj(out))
-
-    def _padded_qkv(self, x, q_global):
-        """q, k, v of the map zero-padded to whole windows, and its grid of
-        windows."""
-        H, W = x.shape[1:3]
-        w = self.window_size
-        grid = (math.ceil(H / w), math.ceil(W / w))
-        x = F.pad(x, (0, 0, 0, grid[1] * w - W, 0, grid[0] * w - H))
-        return (*self._qkv(_to_windows(x, grid, w, w), q_global, w, w), grid)
-
-    def _merge_windows(self, out, grid, H, W):
-        """The ``(B, H, W, C)`` map of ``(B, n, heads, N, d)`` window
-        outputs, cropped to ``H x W``."""
-        B, w = out.shape[0], self.window_size
-        out = out.transpose(2, 3).reshape(B, *grid, w, w, -1)
-        return out.transpose(2, 3).reshape(B, grid[0] * w, grid[1] * w,
-                                           -1)[:, :H, :W]
-
-    def _explicit(self, x, q_global):
-        q, k, v, grid = self._padded_qkv(x, q_global)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        # Softmax in fp32 so fp16/bf16 autocast cannot overflow it.
-        attn = (attn.float() + self.relative_position_bias().float()).softmax(
-            dim=-1)
-        out = self.attn_drop(attn).to(v.dtype) @ v
-        return self._merge_windows(out, grid, *x.shape[1:3])
-
-    def _fused_padded(self, x, q_global):
-        """SDPA over all the padded windows in one call."""
-        q, k, v, grid = self._padded_qkv(x, q_global)
-        B, n = k.shape[:2]
-        q, k, v = (t.expand(B, n, -1, -1, -1).flatten(0, 1)
-                   for t in (q, k, v))
-        bias = self.relative_position_bias().unsqueeze(0).to(q.dtype)
-        out = self._sdpa(q, k, v, bias)
-        return self._merge_windows(out.view(B, n, *out.shape[1:]), grid,
-                                   *x.shape[1:3])
-
-    def _fused_valid(self, x, q_global):
-        """SDPA over the windows a rectangle at a time (those sharing their
-        valid rows and columns: at most 4), on the valid tokens only.
-
-        Queries at padded positions are skipped (their outputs would be
-        cropped). A zero-padded token's key and value are the qkv bias
-        whatever its position, so the padded keys of a window differ only in
-        their relative-position bias b_j, and the softmax weighs their
-        common value by sum_j exp(q k + b_j): one key with bias
-        logsumexp_j b_j counts them all. Under attention dropout, which
-        drops each key on its own, every padded key is kept instead.
-        """
-        B, H, W, C = x.shape
-        w, heads, d = self.window_size, self.num_heads, self.head_dim
-        bias = self.relative_position_bias().view(heads, w, w, w * w)
-        out = None
-        for rows, n_rows, valid_rows in _window_spans(H, w):
-            for cols, n_cols, valid_cols in _window_spans(W, w):
-                n, queries = n_rows * n_cols, valid_rows * valid_cols
-                q, k, v = self._qkv(
-                    _to_windows(x[:, rows, cols], (n_rows, n_cols),
-                                valid_rows, valid_cols),
-                    q_global, valid_rows, valid_cols)
-                # 4-D operands: 5-D ones (a query broadcast over windows)
-                # send CPU SDPA to its 4x slower math path, so the global
-                # query is materialised per window.
-                q = q.expand(B, n, -1, -1, -1).reshape(B * n, heads, queries,
-                                                       d)
-                k, v = (t.reshape(B * n, heads, queries, d) for t in (k, v))
-                b = bias[:, :valid_rows, :valid_cols].reshape(heads, queries,
-                                                             w * w)
-                if queries < w * w:
-                    k, v, b = self._add_padding_keys(
-                        k, v, b, valid_rows, valid_cols,
-                        collapse=self._dropout_p == 0.)
-                o = self._sdpa(q, k, v, b.unsqueeze(0).to(q.dtype))
-                if out is None:
-                    # SDPA's dtype: the projections' under autocast.
-                    out = o.new_empty(B, H, W, C)
-                out[:, rows, cols].view(
-                    B, n_rows, valid_rows, n_cols, valid_cols, heads,
-                    d).copy_(
-                        o.view(B, n_rows, n_cols, heads, valid_rows,
-                               valid_cols, d).permute(0, 1, 4, 2, 5, 3, 6))
-        return out
-
-    def _add_padding_keys(self, k, v, bias, rows, cols, collapse):
-        """Keys and values of the valid ``rows x cols`` tokens followed by
-        the padded tokens' (one collapsed key, or each), with their bias."""
-        w = self.window_size
-        bias = bias.view(*bias.shape[:-1], w, w)
-        padded_bias = torch.cat([
-            bias[..., :rows, cols:].flatten(-2), bias[..., rows:, :].flatten(-2)
-        ], -1)
-        if collapse:
-            padded_bias = padded_bias.logsumexp(-1, keepdim=True)
-        bias = torch.cat([bias[..., :rows, :cols].flatten(-2), padded_bias],
-                         -1)
-        # The projections of a zero token: k and v are the last two.
-        zero_token = (
-            self.qkv.bias if self.qkv.bias is not None else
-            self.qkv.weight.new_zeros(self.qkv.out_features))
-        pad_k, pad_v = zero_token.to(k.dtype).view(
-            self.num_projections, self.num_heads, 1, self.head_dim)[-2:]
-        num_padded = padded_bias.shape[-1]
-        k, v = (torch.cat([t, p.expand(t.shape[0], -1, num_padded, -1)], 2)
-                for t, p in ((k, pad_k), (v, pad_v)))
-        return k, v, bias
-
-    @property
-    def _dropout_p(self):
-        """The fused paths' attention dropout: ``attn_drop``'s while
-        training, none in eval (SDPA applies it whatever the mode)."""
-        return self.attn_drop.p if self.training else 0.
-
-    def _sdpa(self, q, k, v, bias):
-        if use_biased_flash(q, bias, self._dropout_p):
-            return biased_flash_attention(q, k, v, bias, self.scale)
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self._dropout_p,
-            scale=self.scale)
-
-
-def _to_windows(x, grid, rows, cols):
-    """``(B, n, rows * cols, C)`` windows, row-major, of a ``(B, grid[0] *
-    rows, grid[1] * cols, C)`` map."""
-    B, C = x.shape[0], x.shape[-1]
-    x = x.reshape(B, grid[0], rows, grid[1], cols, C).transpose(2, 3)
-    return x.reshape(B, grid[0] * grid[1], rows * cols, C)
-
-
-def _window_spans(length, window_size):
-    """``(token slice, windows, valid tokens in each)`` along one axis of a
-    map of ``length`` tokens padded to whole windows: the full windows, then
-    the partial last one."""
-    full, rest = divmod(length, window_size)
-    spans = [(slice(0, full * window_size), full, window_size)] if full else []
-    if rest:
-        spans.append((slice(full * window_size, length), 1, rest))
-    return spans
-
-
-class LocalWindowAttention(_WindowAttention):
-    """Queries, keys and values all from the window (qkv: C -> 3C)."""
-
-    def _qkv(self, windows, q_global, rows, cols):
-        B, n, Q, _ = windows.shape
-        qkv = self.qkv(windows).view(B, n, Q, 3, self.num_heads,
-                                     self.head_dim)
-        return qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)
-
-
-class GlobalWindowAttention(_WindowAttention):
-    """Keys and values from the window (qkv: C -> 2C), queries from the
-    stage's global query tokens, the same for every window of an image."""
-
-    num_projections = 2
-
-    def _qkv(self, windows, q_global, rows, cols):
-        B, n, Q, _ = windows.shape
-        kv = self.qkv(windows).view(B, n, Q, 2, self.num_heads,
-                                    self.head_dim)
-        k, v = kv.permute(3, 0, 1, 4, 2, 5).unbind(0)
-        w = self.window_size
-        q = q_global.view(B, 1, self.num_heads, w, w, self.head_dim)
-        q = q[:, :, :, :rows, :cols].reshape(B, 1, self.num_heads, Q,
-                                             self.head_dim)
-        return q.to(k.dtype), k, v
 
 
 class Mlp(nn.Module):
@@ -639,45 +373,69 @@ class GCViT(BaseModule):
                  fused_attn=True,
                  norm_cfg=dict(type='LN'),
                  init_cfg=None):
+        _check_init_cfg(init_cfg)
         super().__init__(init_cfg=init_cfg)
         settings = resolve_arch(arch)
-        depths = tuple(settings['depths'])
-        num_stages = len(depths)
-        if num_stages != 4:
-            raise ValueError(f'GCViT needs 4 stages, got depths={depths}.')
-        num_heads = _per_stage(settings['num_heads'], num_stages, 'num_heads')
-        self.embed_dims = settings['embed_dims']
-        self.num_features = [self.embed_dims * 2**i for i in range(4)]
+        depths = _per_stage(settings['depths'], 'depths', (3, 4, 19, 5))
+        num_heads = _per_stage(settings['num_heads'], 'num_heads',
+                               (2, 4, 8, 16))
+        self.embed_dims = _positive_int(settings['embed_dims'], 'embed_dims',
+                                        64)
+        self.num_features = [
+            self.embed_dims * 2**i for i in range(NUM_STAGES)]
         for dim, heads in zip(self.num_features, num_heads):
             if dim % heads:
                 raise ValueError(
                     f'GCViT stage width {dim} (embed_dims='
                     f'{self.embed_dims} * 2**i) is not divisible by '
                     f'num_heads={heads}: choose num_heads dividing it.')
-        self.pretrain_img_size = pretrain_img_size or settings[
-            'pretrain_img_size']
+        self.in_channels = _positive_int(in_channels, 'in_channels', 3)
+        self.pretrain_img_size = _positive_int(
+            settings['pretrain_img_size']
+            if pretrain_img_size is None else pretrain_img_size,
+            'pretrain_img_size', 224)
         self.pretrained_window_size = _per_stage(
-            pretrained_window_size or settings['pretrained_window_size'],
-            num_stages, 'pretrained_window_size')
-        self.window_size = _per_stage(window_size or
-                                      self.pretrained_window_size,
-                                      num_stages, 'window_size')
+            settings['pretrained_window_size']
+            if pretrained_window_size is None else pretrained_window_size,
+            'pretrained_window_size', (7, 7, 14, 7))
+        self.window_size = _per_stage(
+            self.pretrained_window_size if window_size is None else
+            window_size, 'window_size', 24)
         mlp_ratio = settings['mlp_ratio'] if mlp_ratio is None else mlp_ratio
+        if isinstance(mlp_ratio, bool) or not isinstance(
+                mlp_ratio, (int, float)) or mlp_ratio <= 0:
+            raise ValueError(f'GCViT mlp_ratio={mlp_ratio!r} must be a '
+                             'positive number, e.g. mlp_ratio=3.')
         if layer_scale is None:
             layer_scale = settings['layer_scale']
+        if layer_scale is not None and (isinstance(layer_scale, bool) or
+                                        not isinstance(layer_scale,
+                                                       (int, float))
+                                        or layer_scale < 0):
+            raise ValueError(
+                f'GCViT layer_scale={layer_scale!r} must be a positive '
+                'number (e.g. 1e-5), 0 to disable it, or None for the '
+                "arch's.")
         layer_scale = layer_scale or None
+        drop_rate = _rate(drop_rate, 'drop_rate')
+        attn_drop_rate = _rate(attn_drop_rate, 'attn_drop_rate')
+        drop_path_rate = _rate(drop_path_rate, 'drop_path_rate')
+        _check_norm_cfg(norm_cfg)
         self.arch_settings = dict(
             embed_dims=self.embed_dims, depths=depths, num_heads=num_heads,
             mlp_ratio=mlp_ratio, layer_scale=layer_scale)
+        if not isinstance(out_indices, (list, tuple)) or not out_indices \
+                or not set(out_indices) <= set(range(NUM_STAGES)):
+            raise ValueError(
+                f'GCViT out_indices={out_indices!r} must be a non-empty '
+                'sequence of stage indices in 0..3, e.g. out_indices=(1, 2, '
+                '3) (a single stage: (2,)).')
         self.out_indices = tuple(out_indices)
-        if not set(self.out_indices) <= set(range(num_stages)):
-            raise ValueError(f'GCViT out_indices={out_indices} must be in '
-                             f'0..{num_stages - 1}.')
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'GCViT frozen_stages={frozen_stages} must be '
-                             f'in -1..{num_stages}.')
+        if isinstance(frozen_stages, bool) or not isinstance(
+                frozen_stages, int) or not -1 <= frozen_stages <= 4:
+            raise ValueError(f'GCViT frozen_stages={frozen_stages!r} must be '
+                             'an integer in -1..4 (-1 freezes nothing).')
         self.frozen_stages = frozen_stages
-        self.in_channels = in_channels
 
         plan = query_pooling_plan(self.pretrain_img_size,
                                   self.pretrained_window_size,
@@ -685,13 +443,13 @@ class GCViT(BaseModule):
         self.patch_embed = PatchEmbed(in_channels, self.embed_dims, norm_cfg)
         drop_paths = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         self.levels = nn.ModuleList()
-        for i in range(num_stages):
+        for i in range(NUM_STAGES):
             first = sum(depths[:i])
             self.levels.append(
                 GCViTStage(
                     self.num_features[i], depths[i], num_heads[i],
                     self.window_size[i], plan[i],
-                    downsample=i < num_stages - 1,
+                    downsample=i < NUM_STAGES - 1,
                     drop_paths=drop_paths[first:first + depths[i]],
                     with_cp=with_cp, norm_cfg=norm_cfg, mlp_ratio=mlp_ratio,
                     qkv_bias=qkv_bias, layer_scale=layer_scale,
@@ -738,12 +496,54 @@ class GCViT(BaseModule):
         if self.init_cfg.get('type') != 'Pretrained':
             super().init_weights()
             return
-        if 'checkpoint' not in self.init_cfg:
-            raise ValueError(
-                f'GCViT init_cfg={self.init_cfg} has no `checkpoint`: use '
-                "init_cfg=dict(type='Pretrained', checkpoint=PATH).")
-        load_pretrained(self, self.init_cfg['checkpoint'],
-                        prefix=self.init_cfg.get('prefix'))
+        self.load_pretrained(self.init_cfg['checkpoint'],
+                             prefix=self.init_cfg.get('prefix'),
+                             strict=self.init_cfg.get('strict', False))
+
+    def load_pretrained(self, source, prefix=None, strict=False):
+        """Load NVlabs, timm or mmgcvit weights from a file or URL.
+
+        The variant must match; relative-position tables are resized to the
+        model's windows. Backbone weights the checkpoint lacks (the output
+        norms excepted, which ImageNet weights do not have) or holds beyond
+        the model are a warning in the run's log, an error with ``strict``.
+        """
+        checkpoint = load_checkpoint(source)
+        state_dict, source_format = gcvit_converter(checkpoint, prefix)
+        check_finite(state_dict, source)
+        check_variant(state_dict, self.arch_settings)
+        own = self.state_dict()
+        for key, value in list(state_dict.items()):
+            if key.endswith('relative_position_bias_table') and key in own \
+                    and value.shape != own[key].shape:
+                window = (round(own[key].shape[0]**0.5) + 1) // 2
+                state_dict[key] = resize_table(value, window)
+        result = self.load_state_dict(state_dict, strict=False)
+        fresh_norms = [
+            k for k in result.missing_keys if re.match(r'norm\d\.', k)]
+        missing = [k for k in result.missing_keys if k not in fresh_norms]
+        problems = []
+        if missing:
+            problems.append(f'{len(missing)} backbone weights missing from '
+                            f'the checkpoint keep their initialisation: '
+                            f'{", ".join(missing[:8])}')
+        if result.unexpected_keys:
+            problems.append(f'{len(result.unexpected_keys)} checkpoint '
+                            'weights unused by the backbone: '
+                            f'{", ".join(result.unexpected_keys[:8])}')
+        if problems and strict:
+            raise CheckpointError(
+                f'GC ViT checkpoint {source} does not fit the backbone: '
+                + '; '.join(problems) + '. Use the complete checkpoint of '
+                "this variant, or drop init_cfg's strict=True.")
+        print_log(
+            f'Loaded {source_format} GC ViT weights from {source}'
+            + (f'; output norms initialised fresh: {fresh_norms}'
+               if fresh_norms else ''), logger='current')
+        if problems:
+            print_log(f'GC ViT checkpoint {source}: ' + '; '.join(problems),
+                      logger='current', level=logging.WARNING)
+        return result
 
     def forward(self, x):
         if x.dim() != 4 or x.shape[1] != self.in_channels \

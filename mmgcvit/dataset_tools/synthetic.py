@@ -24,7 +24,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 MANIFEST = 'manifest.json'
-GENERATOR = 'mmgcvit.datasets.synthetic'
+GENERATOR = 'mmgcvit.dataset_tools.synthetic'
 FORMAT_VERSION = 1
 JPEG_QUALITY = 95
 SPLITS = ('train', 'val')

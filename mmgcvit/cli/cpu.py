@@ -12,27 +12,39 @@ nothing.
 """
 import copy
 import logging
+from contextlib import contextmanager
 
 import mmengine.dist.utils as mm_dist_utils
 import torch
 import torch.distributed as torch_dist
 from mmengine.logging import print_log
 
+from mmgcvit.registry import scoped
 from mmgcvit.utils.torch_compat import has_cpu_amp
-from .amp import CPUAmpOptimWrapper
 
 # AmpOptimWrapper's own arguments, which OptimWrapper does not take.
 _AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
 
-_original_init_dist_pytorch = mm_dist_utils._init_dist_pytorch
 
 
-def _init_dist_pytorch_cpu_aware(backend, init_backend='torch', **kwargs):
-    if torch.cuda.is_available() or init_backend != 'torch':
-        return _original_init_dist_pytorch(
-            backend, init_backend=init_backend, **kwargs)
-    # No device to bind the process to; gloo is torch's CPU backend.
-    torch_dist.init_process_group(backend='gloo', **kwargs)
+@contextmanager
+def cpu_gloo_launch():
+    """Inside the ``with`` block, mmengine's ``pytorch`` launcher starts a
+    CPU process group (gloo, no ``torch.cuda.set_device``) when there is no
+    CUDA device; leaving it restores mmengine."""
+    original = mm_dist_utils._init_dist_pytorch
+
+    def init_dist_pytorch(backend, init_backend='torch', **kwargs):
+        if torch.cuda.is_available() or init_backend != 'torch':
+            return original(backend, init_backend=init_backend, **kwargs)
+        # No device to bind the process to; gloo is torch's CPU backend.
+        torch_dist.init_process_group(backend='gloo', **kwargs)
+
+    mm_dist_utils._init_dist_pytorch = init_dist_pytorch
+    try:
+        yield
+    finally:
+        mm_dist_utils._init_dist_pytorch = original
 
 
 def _sync_bn_to_bn(node):
@@ -59,7 +71,7 @@ def _amp_on_cpu(optim_wrapper):
             "instead of the config's AmpOptimWrapper.", logger='current',
             level=logging.WARNING)
         return
-    optim_wrapper['type'] = CPUAmpOptimWrapper.__name__
+    optim_wrapper['type'] = scoped('CPUAmpOptimWrapper')
     dtype = optim_wrapper.get('dtype') or 'bfloat16 (CPU default)'
     print_log(
         'No CUDA device: mixed precision with CPUAmpOptimWrapper '
@@ -70,14 +82,14 @@ def _amp_on_cpu(optim_wrapper):
 
 
 def setup_cpu_fallbacks(cfg):
-    """Adapt ``cfg`` in place for a run without CUDA; no-op with CUDA.
+    """Adapt ``cfg`` in place for a run without CUDA; no-op with CUDA (a
+    config edit only: distributed runs also need :func:`cpu_gloo_launch`).
 
     - ``AmpOptimWrapper`` becomes ``CPUAmpOptimWrapper`` (mmengine's AMP
       wrapper only runs on accelerators; see ``mmgcvit.engine.amp``), or
       fp32 ``OptimWrapper`` on a torch without CPU mixed precision (< 2.4).
-    - Distributed runs: the ``pytorch`` launcher initialises gloo without
-      binding a GPU, DDP gets ``device_ids=None``, and SyncBN layers become
-      BN. Each process keeps its per-process batch, so the effective batch
+    - Distributed runs: gloo, DDP with ``device_ids=None``, and SyncBN
+      layers become BN. Each process keeps its per-process batch, so the effective batch
       is ``world_size x batch_size`` as on GPUs.
     """
     if torch.cuda.is_available():
@@ -88,7 +100,6 @@ def setup_cpu_fallbacks(cfg):
         _amp_on_cpu(optim_wrapper)
     if cfg.get('launcher', 'none') == 'none':
         return
-    mm_dist_utils._init_dist_pytorch = _init_dist_pytorch_cpu_aware
     env_cfg = cfg.setdefault('env_cfg', {})
     env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
     wrapper = copy.deepcopy(cfg.get('model_wrapper_cfg') or

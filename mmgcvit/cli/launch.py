@@ -1,24 +1,35 @@
-"""Config handling shared by ``tools/train.py`` and ``tools/test.py``.
+"""Config handling and run set-up shared by ``tools/train.py`` and
+``tools/test.py``.
 
 Both tools serve mmdet and mmseg configs alike: the config's
-``default_scope`` picks the registries, these helpers only apply the
-command-line flags researchers know from the upstream tools.
+``default_scope`` picks the registries. ``load_config`` applies the
+command-line flags researchers know from the upstream tools and our config
+additions (exact resume, the load report, the CPU fallbacks);
+``run_context`` applies, for the run only, what we change in mmengine
+itself (atomic checkpoint writes, safe checkpoint loading, the CPU gloo
+launch) and removes what killed checkpoint writes left behind.
 """
 import json
 import logging
 import os
 import os.path as osp
 import sys
+from contextlib import ExitStack, contextmanager
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 
-from .atomic_checkpoint import atomic_open, install_atomic_checkpoints
-from .cpu import setup_cpu_fallbacks
-from .load_report import enable_load_report
+from mmgcvit.checkpoint import CheckpointError, safe_checkpoint_loading
+from mmgcvit.engine.atomic_checkpoint import atomic_checkpoint_writes
+from mmgcvit.registry import scoped
+from mmgcvit.utils.fileio import atomic_open, remove_stale_temporaries
+from .cpu import cpu_gloo_launch, setup_cpu_fallbacks
 from .preflight import PreflightError, PreflightRunner, check_checkpoint_flags
-from .resume import enable_exact_resume
+
+# Errors about the user's input that the tools report in one line.
+ONE_LINE_ERRORS = (PreflightError, CheckpointError)
 
 
 def add_common_args(parser):
@@ -42,18 +53,19 @@ def add_common_args(parser):
 
 def parse_args_with_common(parser):
     """Parse, exporting ``LOCAL_RANK`` for launchers that only pass a flag;
-    from here on a ``PreflightError`` ends the tool with its one-line
-    message (as argparse reports bad flags) instead of a traceback."""
+    from here on the errors of ``ONE_LINE_ERRORS`` end the tool with their
+    one-line message (as argparse reports bad flags) instead of a
+    traceback."""
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    sys.excepthook = _one_line_preflight_errors(sys.excepthook, parser.prog)
+    sys.excepthook = _one_line_errors(sys.excepthook, parser.prog)
     return args
 
 
-def _one_line_preflight_errors(excepthook, prog):
+def _one_line_errors(excepthook, prog):
 
     def hook(exc_type, exc, tb):
-        if issubclass(exc_type, PreflightError):
+        if issubclass(exc_type, ONE_LINE_ERRORS):
             print(f'{prog}: error: {exc}', file=sys.stderr)
         else:
             excepthook(exc_type, exc, tb)
@@ -84,9 +96,56 @@ def load_config(path,
         enable_amp(cfg)
     setup_cpu_fallbacks(cfg)
     enable_exact_resume(cfg)
-    enable_load_report(cfg)
-    install_atomic_checkpoints()
+    add_custom_hook(cfg, dict(type=scoped('LoadReportHook')))
     return cfg
+
+
+def add_custom_hook(cfg, hook):
+    """Append ``hook`` (a config dict) to ``cfg.custom_hooks`` unless a hook
+    of its type is there."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    names = (hook['type'], hook['type'].split('.')[-1])
+    if not any(isinstance(h, dict) and h.get('type') in names
+               for h in hooks):
+        cfg.custom_hooks = hooks + [hook]
+
+
+_RESUMABLE_LOOPS = ('EpochBasedTrainLoop', 'IterBasedTrainLoop')
+
+
+def enable_exact_resume(cfg):
+    """Train with ``mmgcvit.Resumable*TrainLoop`` and ``RNGStateHook``
+    (``mmgcvit.engine.resume``), in place; loops of other types are left
+    alone."""
+    train_cfg = cfg.get('train_cfg')
+    if not train_cfg:
+        return
+    if 'type' not in train_cfg and 'by_epoch' in train_cfg:
+        # mmengine's shorthand: dict(by_epoch=True, max_epochs=12).
+        train_cfg['type'] = ('EpochBasedTrainLoop' if train_cfg.pop('by_epoch')
+                             else 'IterBasedTrainLoop')
+    if train_cfg.get('type') in _RESUMABLE_LOOPS:
+        train_cfg['type'] = scoped(f'Resumable{train_cfg["type"]}')
+    add_custom_hook(cfg, dict(type=scoped('RNGStateHook')))
+
+
+@contextmanager
+def run_context(cfg):
+    """What our tools change in mmengine for one run, undone on leaving:
+    atomic checkpoint writes, safe checkpoint loading and, on a machine
+    without CUDA, the CPU (gloo) launch of distributed runs. On entry, the
+    partial files of checkpoint writes that were killed are removed from
+    the work dir."""
+    for path in remove_stale_temporaries(cfg.work_dir):
+        print_log(f'Removed {path}, left by a checkpoint write that was '
+                  'killed.', logger='current', level=logging.WARNING)
+    with ExitStack() as stack:
+        stack.enter_context(atomic_checkpoint_writes())
+        stack.enter_context(safe_checkpoint_loading())
+        if cfg.get('launcher', 'none') != 'none' and \
+                not torch.cuda.is_available():
+            stack.enter_context(cpu_gloo_launch())
+        yield
 
 
 def enable_amp(cfg):

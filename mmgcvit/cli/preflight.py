@@ -16,7 +16,7 @@ import os.path as osp
 
 from mmengine.runner import Runner
 
-from ..datasets.check import DatasetConfigError, _check_paths, _dataset_cfgs
+from ..dataset_tools.check import DatasetConfigError, _check_paths, _dataset_cfgs
 
 
 class PreflightError(FileNotFoundError):

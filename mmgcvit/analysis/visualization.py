@@ -35,7 +35,7 @@ from mmengine.registry import DATASETS, MODELS, init_default_scope
 from mmengine.runner import load_checkpoint
 from mmengine.visualization.utils import convert_overlay_heatmap
 
-from mmgcvit.engine.atomic_checkpoint import atomic_open
+from mmgcvit.utils.fileio import atomic_open
 from mmgcvit.models.backbones.gcvit import GCViT, GlobalWindowAttention
 
 # Grid drawing: pixels between tiles, caption font scale.

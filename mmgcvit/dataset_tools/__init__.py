@@ -1,4 +1,5 @@
-"""Generated datasets in the COCO / ADE20K / custom on-disk formats, and a
+"""Dataset tooling (not Dataset classes): generators of small datasets in the
+COCO / ADE20K / custom on-disk formats, and a
 check of any mmdet / mmseg config's dataset."""
 from .check import CheckReport, DatasetConfigError, check_dataset
 from .synthetic import (GeneratedDataset, generate_ade20k, generate_coco,

@@ -1,0 +1,3 @@
+"""Analysis code behind ``tools/analysis_tools``: speed/memory benchmarks
+(``benchmark``), parameter and FLOP counts (``complexity``), global-query
+attention maps and Grad-CAM (``visualization``)."""

@@ -1,0 +1,282 @@
+"""Helpers shared by the test modules (no test module imports another):
+skips by torch version, small arches, running our tools and the upstream
+ones, and scaled-down versions of the shipped configs."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.registry import init_default_scope
+from mmengine.utils import digit_version, import_modules_from_strings
+
+from mmgcvit.utils.torch_compat import has_cpu_amp
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = REPO / 'tools'
+TRAIN = TOOLS / 'train.py'
+
+# --- skips and devices -------------------------------------------------------
+
+# CPUAmpOptimWrapper needs torch >= 2.4 (test_cpu_amp_needs_recent_torch
+# checks the error older ones get).
+requires_cpu_amp = pytest.mark.skipif(
+    not has_cpu_amp(),
+    reason=f'torch {torch.__version__} has no CPU fp16 autocast / GradScaler')
+
+# torch.load's default became weights_only=True in 2.6; before, it unpickles
+# anything, so there is nothing to refuse and no allow-list is needed.
+requires_weights_only_default = pytest.mark.skipif(
+    digit_version(torch.__version__) < digit_version('2.6.0'),
+    reason=f'torch {torch.__version__} loads with weights_only=False by '
+    'default (2.6 changed it)')
+
+# The CUDA cases run the GPU's SDPA kernels (memory-efficient / cuDNN with a
+# bias) where the CPU cases run its flash kernel; without a GPU they are
+# reported as skipped.
+DEVICES = [
+    'cpu',
+    pytest.param(
+        'cuda',
+        marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                 reason='needs a CUDA GPU'))
+]
+
+
+def skip_without_autocast(device, dtype):
+    if device == 'cpu' and dtype == torch.float16 and not has_cpu_amp():
+        pytest.skip(f'torch {torch.__version__} has no CPU fp16 autocast')
+
+
+# --- models ------------------------------------------------------------------
+
+# Small custom arch for the expensive shapes: both block kinds per stage.
+TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def with_custom_imports(cfg, registry):
+    """``cfg`` after its ``custom_imports`` and default scope; checks that
+    they registered GCViT into ``registry`` (mmdet's or mmseg's MODELS)."""
+    import_modules_from_strings(**cfg.custom_imports)
+    init_default_scope(cfg.default_scope)
+    assert registry.get('GCViT') is not None, (
+        f'importing {cfg.custom_imports["imports"]} did not register GCViT '
+        f'into {registry.scope}::MODELS')
+    return cfg
+
+
+def build_without_pretrained(cfg, registry):
+    model_cfg = cfg.model.copy()
+    model_cfg.backbone = dict(model_cfg.backbone, init_cfg=None)
+    return registry.build(model_cfg)
+
+
+# --- running tools -----------------------------------------------------------
+
+def run_tool(args, cwd, timeout=900):
+    """Run a tool; return (returncode, stdout + stderr)."""
+    result = subprocess.run(
+        [sys.executable, *map(str, args)], cwd=cwd, capture_output=True,
+        text=True, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    return result.returncode, result.stdout + result.stderr
+
+
+def run(cmd, cwd, timeout=600):
+    """Run a tool, failing the test with its output when it fails."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    result = subprocess.run([str(c) for c in cmd],
+                            cwd=cwd,
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            timeout=timeout)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f'{cmd} failed:\n{output[-6000:]}'
+    return output
+
+
+def train(config, work_dir, *args):
+    return run([sys.executable, TOOLS / 'train.py', config, '--work-dir',
+                work_dir, *args], cwd=work_dir.parent)
+
+
+def evaluate(config, checkpoint, work_dir, *args):
+    """Run tools/test.py; return the metrics it saved."""
+    output = run([sys.executable, TOOLS / 'test.py', config, checkpoint,
+                  '--work-dir', work_dir, *args], cwd=work_dir.parent)
+    saved = sorted(work_dir.glob('*/metrics.json'))
+    assert saved, f'tools/test.py saved no metrics.json:\n{output[-3000:]}'
+    return json.loads(saved[-1].read_text()), output
+
+
+def last_checkpoint(work_dir):
+    return Path((work_dir / 'last_checkpoint').read_text().strip())
+
+
+# --- scaled-down shipped configs --------------------------------------------
+
+DET_CONFIG = (REPO / 'configs' / 'detection' /
+              'mask-rcnn_gcvit-t_fpn_1x_coco.py')
+
+SMALL_DET = """
+_base_ = '{base}'
+data_root = '{root}/'
+metainfo = dict(classes={classes!r})
+ch = {channels}
+model = dict(
+    backbone=dict(arch='{arch}', with_cp={with_cp}, init_cfg=None),
+    # Narrower FPN and heads (256 in the config): the backbone is what is
+    # tested, and fp16 convolutions are slow on CPUs.
+    neck=dict(out_channels=ch),
+    rpn_head=dict(in_channels=ch, feat_channels=ch),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=ch),
+        bbox_head=dict(in_channels=ch, fc_out_channels=4 * ch, num_classes=3),
+        mask_roi_extractor=dict(out_channels=ch),
+        mask_head=dict(in_channels=ch, conv_out_channels=ch, num_classes=3)),
+    # Fewer RoIs per image than COCO's 512: 128 px images have few objects.
+    train_cfg=dict(rcnn=dict(sampler=dict(num=64))))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=({size}, {size}), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=({size}, {size}), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                    'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size={batch}, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo, indices={images},
+                 pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo, indices=2,
+                 pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs={epochs}, val_interval=1)
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False,
+                        begin=0, end=4)]
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(by_epoch=False, interval={ckpt_every}))
+randomness = dict(seed=0, deterministic=True)
+"""
+
+
+def small_detection_config(path, coco_root, arch='tiny', with_cp=False,
+                           size=128, batch=1, images=16, epochs=1,
+                           ckpt_every=1000, channels=32):
+    """Write the real Mask R-CNN GC ViT-T config, scaled down, to ``path``:
+    ``images`` generated COCO images at ``size`` px, ``batch`` per
+    iteration, FPN / heads ``channels`` wide, deterministic seed 0,
+    iteration checkpoints."""
+    classes = tuple(c['name'] for c in json.loads(
+        (Path(coco_root) / 'annotations' /
+         'instances_train2017.json').read_text())['categories'])
+    path.write_text(SMALL_DET.format(
+        base=DET_CONFIG, root=coco_root, classes=classes, arch=arch,
+        with_cp=with_cp, size=size, batch=batch, images=images, epochs=epochs,
+        ckpt_every=ckpt_every, channels=channels))
+    return path
+
+
+SIZE = '(128,128)'
+
+
+def det_scaled_down(coco_root, epochs=1, *more):
+    """``--cfg-options`` shrinking the config to a few seconds of CPU: no
+    pretrained weights, 128-pixel images, 4 images per split, batch 2,
+    fewer proposals, ``epochs`` epochs; keeps every detection so that
+    CocoMetric has something to score. The generated data has COCO's first
+    three classes, so the heads predict those three (CocoMetric maps labels
+    to the categories of the annotation file)."""
+    options = [
+        'model.backbone.init_cfg=None',
+        'model.roi_head.bbox_head.num_classes=3',
+        'model.roi_head.mask_head.num_classes=3',
+        'model.train_cfg.rpn_proposal.max_per_img=100',
+        'model.test_cfg.rpn.max_per_img=100',
+        'model.test_cfg.rcnn.score_thr=0.0',
+        f'train_dataloader.dataset.pipeline.2.scale={SIZE}',
+        f'train_cfg.max_epochs={epochs}',
+        'param_scheduler.0.end=2',
+        'default_hooks.logger.interval=1',
+    ]
+    for split in ('train', 'val', 'test'):
+        options += [
+            f'{split}_dataloader.batch_size=2',
+            f'{split}_dataloader.num_workers=0',
+            f'{split}_dataloader.persistent_workers=False',
+            f'{split}_dataloader.dataset.data_root={coco_root}/',
+            f'{split}_dataloader.dataset.indices=4',
+        ]
+    for split in ('val', 'test'):
+        options += [
+            f'{split}_dataloader.dataset.pipeline.1.scale={SIZE}',
+            f'{split}_evaluator.ann_file='
+            f'{coco_root}/annotations/instances_val2017.json',
+        ]
+    return ['--cfg-options', *options, *more]
+
+
+# Iterations of the scaled-down segmentation runs.
+SEG_ITERS = 4
+
+
+def seg_scaled_down(data_root):
+    """``--cfg-options`` turning the 8-GPU 512x512 160k recipe into a few
+    CPU iterations on ``data_root`` (128x128 generated images)."""
+    loader = dict(num_workers=0, persistent_workers=False)
+    options = {
+        'model.backbone.init_cfg': None,
+        # fp32: CPU autocast (bf16) makes an iteration ~13x slower here.
+        'optim_wrapper.type': 'OptimWrapper',
+        'model.data_preprocessor.size': (64, 64),
+        # UPerNet's 512-channel fusion dominates CPU time; the backbone
+        # stays as configured.
+        'model.decode_head.channels': 64,
+        'model.auxiliary_head.channels': 32,
+        # ade20k.py's train pipeline: [2] RandomResize, [3] RandomCrop.
+        'train_dataloader.dataset.pipeline.2.scale': (256, 64),
+        'train_dataloader.dataset.pipeline.3.crop_size': (64, 64),
+        'train_dataloader.batch_size': 2,
+        'train_cfg.max_iters': SEG_ITERS,
+        'train_cfg.val_interval': SEG_ITERS,
+        # Warm-up then decay, in the recipe's order, over the short run.
+        'param_scheduler.0.end': SEG_ITERS // 2,
+        'param_scheduler.1.begin': SEG_ITERS // 2,
+        'param_scheduler.1.end': SEG_ITERS,
+        'default_hooks.checkpoint.interval': SEG_ITERS,
+        'default_hooks.logger.interval': 1,
+    }
+    for split in ('train', 'val', 'test'):
+        options[f'{split}_dataloader.dataset.data_root'] = data_root
+        options.update(
+            {f'{split}_dataloader.{k}': v
+             for k, v in loader.items()})
+    for split in ('val', 'test'):
+        # The test pipeline's [1] Resize.
+        options[f'{split}_dataloader.dataset.pipeline.1.scale'] = (256, 64)
+        # 4 images: TTA runs 12 passes on each.
+        options[f'{split}_dataloader.dataset.indices'] = 4
+    return ['--cfg-options'] + [
+        f'{key}={value}'.replace(' ', '') for key, value in options.items()
+    ]
