@@ -1,0 +1,5 @@
+_base_ = './_base_/dino-4scale_gcvit_8xb2-12e_coco.py'
+checkpoint = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights-morevit/gcvit_tiny_224_nvidia-ac783954.pth'  # noqa
+model = dict(
+    backbone=dict(arch='tiny', drop_path_rate=0.2,
+                  init_cfg=dict(checkpoint=checkpoint)))
