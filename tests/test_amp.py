@@ -233,8 +233,8 @@ def test_fused_attention_keeps_the_autocast_dtype(device):
         dtypes.append(torch.float16)
     for dtype in dtypes:
         with torch.no_grad(), torch.autocast(device, dtype=dtype):
-            assert attn._fused_valid(x, None).dtype == dtype
-            assert attn._fused_padded(x, None).dtype == dtype
+            assert attn._valid_windows(x, None).dtype == dtype
+            assert attn._padded_windows(x, None).dtype == dtype
 
 
 @pytest.mark.parametrize('device', DEVICES)

@@ -274,7 +274,7 @@ def clone_attention(cls, fused, dim=32, heads=4, window=7, qkv_bias=True,
     'size', [(14, 21), (10, 21), (14, 17), (9, 16), (5, 3)],
     ids=['whole-map', 'partial-rows', 'partial-cols', 'partial', 'small'])
 @pytest.mark.parametrize('qkv_bias', [True, False], ids=['bias', 'no-bias'])
-@pytest.mark.parametrize('fused', ['_fused_valid', '_fused_padded'])
+@pytest.mark.parametrize('fused', ['_valid_windows', '_padded_windows'])
 @pytest.mark.parametrize('device', DEVICES)
 def test_fused_matches_reference_attention(cls, size, qkv_bias, fused,
                                            device):
@@ -286,8 +286,10 @@ def test_fused_matches_reference_attention(cls, size, qkv_bias, fused,
     x = torch.randn(2, *size, 32, device=device)
     q_global = torch.randn(2, 1, 4, 49, 8, device=device)
     results = []
-    for method in (fused, '_explicit'):
-        attn = clone_attention(cls, True, qkv_bias=qkv_bias, device=device)
+    # The reference: padded windows, explicit softmax (fused_attn=False).
+    for method, fused_attn in ((fused, True), ('_padded_windows', False)):
+        attn = clone_attention(cls, fused_attn, qkv_bias=qkv_bias,
+                               device=device)
         xi, qi = x.clone().requires_grad_(), q_global.clone().requires_grad_()
         out = attn.proj(getattr(attn, method)(xi, qi))
         assert out.shape == x.shape
@@ -309,16 +311,16 @@ def test_padding_keys_collapsed_or_each(cls):
     on its own (dropout drops keys one by one) give the same attention."""
     attn = clone_attention(cls, True)
     torch.manual_seed(2)
-    q, k, v = torch.randn(3, 6, 4, 12, 8).unbind(0)
+    q, k, v = torch.randn(3, 2, 3, 4, 12, 8).unbind(0)
     bias = attn.relative_position_bias().view(4, 7, 7, 49)[:, :3, :4]
     bias = bias.reshape(4, 12, 49)
     outs = []
     for collapse in (True, False):
         ki, vi, b = attn._add_padding_keys(k, v, bias, 3, 4, collapse)
-        assert ki.shape[2] == vi.shape[2] == b.shape[-1] == (
+        assert ki.shape[3] == vi.shape[3] == b.shape[-1] == (
             13 if collapse else 49)
         # attn_drop=0 (clone_attention's default): no dropout.
-        outs.append(attn._sdpa(q, ki, vi, b.unsqueeze(0)))
+        outs.append(attn._attend(q, ki, vi, b))
     assert rel_err(outs[0], outs[1]) < 1e-5
 
 

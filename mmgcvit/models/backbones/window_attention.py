@@ -2,14 +2,15 @@
 the window) and global (queries from the stage's global query tokens), with
 a learned relative-position bias, on any map size.
 """
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.init import trunc_normal_
 
 from .biased_attention import biased_flash_attention, use_biased_flash
+
+# Older torch has no torch.compiler.is_compiling (and compiles with breaks).
+_is_compiling = getattr(torch.compiler, 'is_compiling', lambda: False)
 
 
 def relative_position_index(window_size):
@@ -30,12 +31,15 @@ class _WindowAttention(nn.Module):
     Any H x W: as in the official detection code, the (normalised) map is
     zero-padded bottom/right to whole windows and attended without a mask,
     so padded tokens are keys and values too; outputs at padded positions
-    are cropped. ``fused_attn`` picks ``F.scaled_dot_product_attention``
-    over that; False runs the explicit softmax(q k^T + bias) v over the
-    padded windows, the reference. On the CPU, which is compute-bound, the
-    fused path skips the padding's FLOPs (:meth:`_fused_valid`); on GPUs,
-    where a GC ViT block's many small kernels are bound by their launches,
-    it attends all the padded windows in one call (:meth:`_fused_padded`).
+    are cropped. Every path computes :meth:`_attend` and differs only in how
+    it tiles the map into windows (:meth:`forward` chooses):
+
+    - reference (``fused_attn=False``): the padded windows, explicit
+      softmax(q k^T * scale + bias) v;
+    - padded (``fused_attn=True`` off the CPU): the padded windows in one
+      ``F.scaled_dot_product_attention`` call;
+    - valid (``fused_attn=True`` on the CPU): the valid tokens only, a
+      rectangle of windows at a time (:meth:`_valid_windows`).
     """
 
     num_projections = 3
@@ -67,22 +71,26 @@ class _WindowAttention(nn.Module):
         return super().train(mode)
 
     def relative_position_bias(self):
-        """``(heads, N, N)`` bias; cached for inference, keyed on the table's
-        version so ``load_state_dict`` or in-place edits refresh it."""
+        """``(heads, N, N)`` bias; cached for eager inference, keyed on the
+        table's version so ``load_state_dict`` or in-place edits refresh it.
+        A compiled graph computes it itself: the key's data pointer cannot
+        be guarded on."""
         table = self.relative_position_bias_table
-        cacheable = not self.training and not (torch.is_grad_enabled()
-                                               and table.requires_grad)
-        key = (table._version, table.data_ptr(), table.device, table.dtype)
-        if cacheable and self._bias_cache is not None \
-                and self._bias_cache[0] == key:
-            return self._bias_cache[1]
+        cacheable = not (self.training or _is_compiling() or
+                         (torch.is_grad_enabled() and table.requires_grad))
+        if cacheable:
+            key = (table._version, table.data_ptr(), table.device,
+                   table.dtype)
+            if self._bias_cache is not None and self._bias_cache[0] == key:
+                return self._bias_cache[1]
         n = self.window_size**2
         # index_select along a head-major copy of the table: its backward
-        # (index_add_) is 5-9x faster on CPU than advanced indexing's
+        # (index_add_) is faster on the CPU than advanced indexing's
         # accumulating index_put_, and no permuted copy of the bias is made.
         bias = table.t().contiguous().index_select(
             1, self.relative_position_index).view(-1, n, n)
-        self._bias_cache = (key, bias) if cacheable else None
+        if cacheable:
+            self._bias_cache = (key, bias)
         return bias
 
     def _qkv(self, windows, q_global, rows, cols):
@@ -96,54 +104,51 @@ class _WindowAttention(nn.Module):
             x: ``(B, H, W, C)`` map.
             q_global: the stage's global query (global attention only).
         """
-        if not self.fused_attn:
-            out = self._explicit(x, q_global)
-        elif x.device.type == 'cpu':
-            out = self._fused_valid(x, q_global)
+        # CPUs are compute-bound: the fused path skips the padding's FLOPs.
+        # GPUs wait on kernel launches: it attends all windows in one call.
+        if self.fused_attn and x.device.type == 'cpu':
+            out = self._valid_windows(x, q_global)
         else:
-            out = self._fused_padded(x, q_global)
+            out = self._padded_windows(x, q_global)
         return self.proj_drop(self.proj(out))
 
-    def _padded_qkv(self, x, q_global):
-        """q, k, v of the map zero-padded to whole windows, and its grid of
-        windows."""
-        H, W = x.shape[1:3]
-        w = self.window_size
-        grid = (math.ceil(H / w), math.ceil(W / w))
-        x = F.pad(x, (0, 0, 0, grid[1] * w - W, 0, grid[0] * w - H))
-        return (*self._qkv(_to_windows(x, grid, w, w), q_global, w, w), grid)
-
-    def _merge_windows(self, out, grid, H, W):
-        """The ``(B, H, W, C)`` map of ``(B, n, heads, N, d)`` window
-        outputs, cropped to ``H x W``."""
-        B, w = out.shape[0], self.window_size
-        out = out.transpose(2, 3).reshape(B, *grid, w, w, -1)
-        return out.transpose(2, 3).reshape(B, grid[0] * w, grid[1] * w,
-                                           -1)[:, :H, :W]
-
-    def _explicit(self, x, q_global):
-        q, k, v, grid = self._padded_qkv(x, q_global)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        # Softmax in fp32 so fp16/bf16 autocast cannot overflow it.
-        attn = (attn.float() + self.relative_position_bias().float()).softmax(
-            dim=-1)
-        out = self.attn_drop(attn).to(v.dtype) @ v
-        return self._merge_windows(out, grid, *x.shape[1:3])
-
-    def _fused_padded(self, x, q_global):
-        """SDPA over all the padded windows in one call."""
-        q, k, v, grid = self._padded_qkv(x, q_global)
+    def _attend(self, q, k, v, bias):
+        """``softmax(q k^T * scale + bias) v`` of window ``(B, 1 or n,
+        heads, Q, d)`` q, ``(B, n, heads, K, d)`` k and v and a ``(heads, Q,
+        K)`` bias shared by the windows; ``(B, n, heads, Q, d)``."""
+        if not self.fused_attn:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            # Softmax in fp32 so fp16/bf16 autocast cannot overflow it.
+            attn = (attn.float() + bias.float()).softmax(dim=-1)
+            return self.attn_drop(attn).to(v.dtype) @ v
         B, n = k.shape[:2]
-        q, k, v = (t.expand(B, n, -1, -1, -1).flatten(0, 1)
-                   for t in (q, k, v))
-        bias = self.relative_position_bias().unsqueeze(0).to(q.dtype)
-        out = self._sdpa(q, k, v, bias)
-        return self._merge_windows(out.view(B, n, *out.shape[1:]), grid,
-                                   *x.shape[1:3])
+        # 4-D operands: 5-D ones (a query broadcast over windows) send CPU
+        # SDPA to its math path, so the global query is materialised.
+        q = q.expand(B, n, -1, -1, -1).flatten(0, 1)
+        k, v = k.flatten(0, 1), v.flatten(0, 1)
+        bias = bias.unsqueeze(0).to(q.dtype)
+        if use_biased_flash(q, bias, self._dropout_p):
+            out = biased_flash_attention(q, k, v, bias, self.scale)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, dropout_p=self._dropout_p,
+                scale=self.scale)
+        return out.view(B, n, *out.shape[1:])
 
-    def _fused_valid(self, x, q_global):
-        """SDPA over the windows a rectangle at a time (those sharing their
-        valid rows and columns: at most 4), on the valid tokens only.
+    def _padded_windows(self, x, q_global):
+        """Attention over the map zero-padded to whole windows, cropped."""
+        B, H, W, C = x.shape
+        w = self.window_size
+        grid = (-(-H // w), -(-W // w))
+        x = F.pad(x, (0, 0, 0, grid[1] * w - W, 0, grid[0] * w - H))
+        q, k, v = self._qkv(_to_windows(x, grid, w, w), q_global, w, w)
+        out = self._attend(q, k, v, self.relative_position_bias())
+        return _from_windows(out, grid, w, w).reshape(
+            B, grid[0] * w, grid[1] * w, C)[:, :H, :W]
+
+    def _valid_windows(self, x, q_global):
+        """Attention on the valid tokens only, over the windows a rectangle
+        at a time (those sharing their valid rows and columns: at most 4).
 
         Queries at padded positions are skipped (their outputs would be
         cropped). A zero-padded token's key and value are the qkv bias
@@ -154,42 +159,34 @@ class _WindowAttention(nn.Module):
         drops each key on its own, every padded key is kept instead.
         """
         B, H, W, C = x.shape
-        w, heads, d = self.window_size, self.num_heads, self.head_dim
-        bias = self.relative_position_bias().view(heads, w, w, w * w)
+        w = self.window_size
+        bias = self.relative_position_bias().view(-1, w, w, w * w)
         out = None
         for rows, n_rows, valid_rows in _window_spans(H, w):
             for cols, n_cols, valid_cols in _window_spans(W, w):
-                n, queries = n_rows * n_cols, valid_rows * valid_cols
+                grid = (n_rows, n_cols)
                 q, k, v = self._qkv(
-                    _to_windows(x[:, rows, cols], (n_rows, n_cols),
-                                valid_rows, valid_cols),
-                    q_global, valid_rows, valid_cols)
-                # 4-D operands: 5-D ones (a query broadcast over windows)
-                # send CPU SDPA to its 4x slower math path, so the global
-                # query is materialised per window.
-                q = q.expand(B, n, -1, -1, -1).reshape(B * n, heads, queries,
-                                                       d)
-                k, v = (t.reshape(B * n, heads, queries, d) for t in (k, v))
-                b = bias[:, :valid_rows, :valid_cols].reshape(heads, queries,
-                                                             w * w)
-                if queries < w * w:
+                    _to_windows(x[:, rows, cols], grid, valid_rows,
+                                valid_cols), q_global, valid_rows, valid_cols)
+                b = bias[:, :valid_rows, :valid_cols].flatten(1, 2)
+                if valid_rows * valid_cols < w * w:
                     k, v, b = self._add_padding_keys(
                         k, v, b, valid_rows, valid_cols,
                         collapse=self._dropout_p == 0.)
-                o = self._sdpa(q, k, v, b.unsqueeze(0).to(q.dtype))
+                o = self._attend(q, k, v, b)
                 if out is None:
-                    # SDPA's dtype: the projections' under autocast.
+                    # The attention's dtype: the projections' under autocast.
                     out = o.new_empty(B, H, W, C)
                 out[:, rows, cols].view(
-                    B, n_rows, valid_rows, n_cols, valid_cols, heads,
-                    d).copy_(
-                        o.view(B, n_rows, n_cols, heads, valid_rows,
-                               valid_cols, d).permute(0, 1, 4, 2, 5, 3, 6))
+                    B, n_rows, valid_rows, n_cols, valid_cols, self.num_heads,
+                    self.head_dim).copy_(
+                        _from_windows(o, grid, valid_rows, valid_cols))
         return out
 
     def _add_padding_keys(self, k, v, bias, rows, cols, collapse):
-        """Keys and values of the valid ``rows x cols`` tokens followed by
-        the padded tokens' (one collapsed key, or each), with their bias."""
+        """``(B, n, heads, K, d)`` keys and values of the valid ``rows x
+        cols`` tokens followed by the padded tokens' (one collapsed key, or
+        each), with their ``(heads, rows * cols, K)`` bias."""
         w = self.window_size
         bias = bias.view(*bias.shape[:-1], w, w)
         padded_bias = torch.cat([
@@ -206,22 +203,15 @@ class _WindowAttention(nn.Module):
         pad_k, pad_v = zero_token.to(k.dtype).view(
             self.num_projections, self.num_heads, 1, self.head_dim)[-2:]
         num_padded = padded_bias.shape[-1]
-        k, v = (torch.cat([t, p.expand(t.shape[0], -1, num_padded, -1)], 2)
+        k, v = (torch.cat([t, p.expand(*t.shape[:2], -1, num_padded, -1)], 3)
                 for t, p in ((k, pad_k), (v, pad_v)))
         return k, v, bias
 
     @property
     def _dropout_p(self):
-        """The fused paths' attention dropout: ``attn_drop``'s while
+        """The fused kernels' attention dropout: ``attn_drop``'s while
         training, none in eval (SDPA applies it whatever the mode)."""
         return self.attn_drop.p if self.training else 0.
-
-    def _sdpa(self, q, k, v, bias):
-        if use_biased_flash(q, bias, self._dropout_p):
-            return biased_flash_attention(q, k, v, bias, self.scale)
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self._dropout_p,
-            scale=self.scale)
 
 
 def _to_windows(x, grid, rows, cols):
@@ -232,11 +222,21 @@ def _to_windows(x, grid, rows, cols):
     return x.reshape(B, grid[0] * grid[1], rows * cols, C)
 
 
+def _from_windows(out, grid, rows, cols):
+    """The ``(B, grid[0], rows, grid[1], cols, heads, d)`` map view of
+    ``(B, n, heads, rows * cols, d)`` window outputs (:func:`_to_windows`'
+    inverse)."""
+    B, _, heads, _, d = out.shape
+    return out.view(B, *grid, heads, rows, cols, d).permute(
+        0, 1, 4, 2, 5, 3, 6)
+
+
 def _window_spans(length, window_size):
     """``(token slice, windows, valid tokens in each)`` along one axis of a
     map of ``length`` tokens padded to whole windows: the full windows, then
-    the partial last one."""
-    full, rest = divmod(length, window_size)
+    the partial last one. ``//`` and ``%`` rather than ``divmod``: they
+    also take the symbolic sizes of a dynamic-shape compile."""
+    full, rest = length // window_size, length % window_size
     spans = [(slice(0, full * window_size), full, window_size)] if full else []
     if rest:
         spans.append((slice(full * window_size, length), 1, rest))
