@@ -95,7 +95,6 @@ def test_variant_settings(name):
     assert backbone.drop_path_rate == drop_path
     assert backbone.window_size == 24
     assert backbone.out_indices == (0, 1, 2, 3)
-    assert cfg.checkpoint == f'checkpoints/gcvit_1k_{arch}.pth.tar'
     assert backbone.init_cfg == dict(type='Pretrained',
                                      checkpoint=cfg.checkpoint)
     assert cfg.model.neck.in_channels == [dims * 2**i for i in range(4)]

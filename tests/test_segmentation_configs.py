@@ -21,13 +21,14 @@ NAME = 'upernet_gcvit-{}_8xb2-160k_ade20k-512x512.py'
 # measured with the official backbone code and mmseg 1.2's heads; the paper
 # rounds them to 58M / 84M / 125M.
 PAPER_PARAMS_M = {'t': 58.45, 's': 83.40, 'b': 124.70}
-# (arch, embed_dims, drop-path rate, official ImageNet-1K file) per variant.
+# (arch, embed_dims, drop-path rate) per variant (the ImageNet-1K URLs:
+# tests/test_weights.py).
 VARIANTS = {
-    'xxt': ('xxtiny', 64, 0.2, 'gcvit_1k_xxtiny.pth.tar'),
-    'xt': ('xtiny', 64, 0.2, 'gcvit_1k_xtiny.pth.tar'),
-    't': ('tiny', 64, 0.2, 'gcvit_1k_tiny.pth.tar'),
-    's': ('small', 96, 0.3, 'gcvit_1k_small.pth.tar'),
-    'b': ('base', 128, 0.5, 'gcvit_1k_base.pth.tar'),
+    'xxt': ('xxtiny', 64, 0.2),
+    'xt': ('xtiny', 64, 0.2),
+    't': ('tiny', 64, 0.2),
+    's': ('small', 96, 0.3),
+    'b': ('base', 128, 0.5),
 }
 BASE_LR = 6e-5
 
@@ -64,7 +65,7 @@ def test_param_count_matches_paper(variant):
 
 @pytest.mark.parametrize('variant', sorted(VARIANTS))
 def test_variant_settings(variant):
-    arch, dims, drop_path, ckpt = VARIANTS[variant]
+    arch, dims, drop_path = VARIANTS[variant]
     cfg = load(CONFIG_DIR / NAME.format(variant))
     backbone = cfg.model.backbone
     assert backbone.type == 'GCViT' and backbone.arch == arch
@@ -72,8 +73,7 @@ def test_variant_settings(variant):
     assert backbone.drop_path_rate == drop_path
     assert backbone.out_indices == (0, 1, 2, 3)
     assert backbone.init_cfg == dict(type='Pretrained',
-                                     checkpoint=f'checkpoints/{ckpt}')
-    assert cfg.checkpoint == f'checkpoints/{ckpt}'
+                                     checkpoint=cfg.checkpoint)
     assert cfg.model.decode_head.in_channels == [dims * 2**i for i in range(4)]
     assert cfg.model.auxiliary_head.in_channels == dims * 4
     assert cfg.model.auxiliary_head.in_index == 2

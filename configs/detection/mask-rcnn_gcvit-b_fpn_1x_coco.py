@@ -1,5 +1,5 @@
 _base_ = './_base_/mask-rcnn_gcvit_fpn_1x_coco.py'
-checkpoint = 'checkpoints/gcvit_1k_base.pth.tar'
+checkpoint = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights-morevit/gcvit_base_224_nvidia-f009139b.pth'  # noqa
 model = dict(
     backbone=dict(arch='base', drop_path_rate=0.5,
                   init_cfg=dict(checkpoint=checkpoint)),

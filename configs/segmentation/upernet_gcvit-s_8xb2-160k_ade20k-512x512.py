@@ -1,5 +1,5 @@
 _base_ = ['./_base_/upernet_gcvit_8xb2-160k_ade20k-512x512.py']
-checkpoint = 'checkpoints/gcvit_1k_small.pth.tar'
+checkpoint = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights-morevit/gcvit_small_224_nvidia-4e98afa2.pth'  # noqa
 model = dict(
     backbone=dict(
         arch='small',

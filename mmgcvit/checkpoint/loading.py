@@ -96,8 +96,19 @@ def _download(url, path):
     try:
         with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT) as r, \
                 atomic_open(path, 'wb') as f:
+            size = 0
             for block in iter(lambda: r.read(_CHUNK), b''):
                 f.write(block)
+                size += len(block)
+            # http.client returns a connection cut mid-body as a short read,
+            # not an error: without this the cache would keep a truncated
+            # file and serve it on every later run.
+            expected = r.headers.get('Content-Length')
+            if expected is not None and size != int(expected):
+                raise CheckpointError(
+                    f'download of checkpoint {url} stopped after {size} of '
+                    f'{expected} bytes: run again to download it anew, '
+                    f'{_local_alternative()}.')
     except urllib.error.HTTPError as err:
         what = 'not found at' if err.code == 404 else 'refused by'
         raise CheckpointError(

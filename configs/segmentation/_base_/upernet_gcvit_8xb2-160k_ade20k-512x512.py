@@ -2,9 +2,12 @@
 # crops, 160k iterations of 16 images (8 GPUs x 2). The recipe is Swin's
 # (mmseg configs/swin), which the GC ViT paper follows for ADE20K. Variant
 # configs set the arch, its drop-path rate, the head widths and the
-# ImageNet checkpoint: `checkpoint = 'checkpoints/gcvit_1k_<arch>.pth.tar'`,
-# the official NVlabs ImageNet-1K release (https://huggingface.co/nvidia/GCViT)
-# under its own file name. Drop-path rates are the variants' ImageNet-1K ones
+# ImageNet checkpoint: the URL of NVlabs' ImageNet-1K weights as timm
+# publishes them, downloaded, hash-checked and cached on first use (NVlabs'
+# licence, CC-BY-NC-SA-4.0; a local file instead: --cfg-options
+# model.backbone.init_cfg.checkpoint=PATH; Large and the ImageNet-21K
+# weights: https://huggingface.co/nvidia/GCViT, local path only). Drop-path
+# rates are the variants' ImageNet-1K ones
 # (official model definitions: XXT/XT/T 0.2, S 0.3, B 0.5), which the
 # official detection configs also keep for fine-tuning.
 _base_ = [

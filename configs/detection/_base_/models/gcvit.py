@@ -1,7 +1,12 @@
 # The GC ViT backbone settings shared by the detector bases. Variant configs
-# set `arch`, `drop_path_rate` and `init_cfg.checkpoint`, the official
-# NVlabs ImageNet-1K weights under their release names
-# (https://huggingface.co/nvidia/GCViT: `gcvit_1k_<arch>.pth.tar`).
+# set `arch`, `drop_path_rate` and `init_cfg.checkpoint`: the URL of NVlabs'
+# ImageNet-1K weights as timm publishes them (timm's `gcvit_<arch>.in1k`),
+# downloaded, checked against the hash in the file name and cached on first
+# use. They are NVlabs' weights under NVlabs' licence (CC-BY-NC-SA-4.0:
+# non-commercial). A local file instead:
+# --cfg-options model.backbone.init_cfg.checkpoint=PATH. Large and the
+# ImageNet-21K weights have no such URL: download them from
+# https://huggingface.co/nvidia/GCViT and pass the local path.
 # Drop-path: 0.2 for T is the official detection configs' value, which is
 # also T's ImageNet rate. No official S/B (or XXT/XT) detection configs or
 # paper values exist; they keep their ImageNet-1K rates as T does (official

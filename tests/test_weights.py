@@ -1,0 +1,331 @@
+"""ImageNet weights that download themselves.
+
+Every shipped config that starts from ImageNet weights names timm's release
+URL of its variant (read from timm's registry here, not copied). The
+download path is exercised against a loopback HTTP server holding a
+generated timm-format checkpoint whose file name carries its real sha256
+prefix, as the release files do: through a shipped config (its URL
+replaced as ``--cfg-options`` would) and ``init_weights``, the file is
+downloaded once into the cache, hash-checked, loaded and its bias tables
+resized to the detector's windows. Failures (404, no server, truncated
+body, wrong hash) end in one message that names the local-file
+alternative, and leave no bad file in the cache.
+"""
+import functools
+import hashlib
+import http.server
+import io
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from helpers import REPO, TRAIN, run_tool, small_detection_config
+import mmengine.config.utils as mmengine_config_utils
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.utils import import_modules_from_strings
+
+from mmgcvit.checkpoint import CheckpointError, load_checkpoint
+from mmgcvit.checkpoint.loading import cached_path, is_url
+
+CONFIGS = sorted(p for p in (REPO / 'configs').glob('*/*.py'))
+DET_XXT = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
+LOCAL_FIX = '--cfg-options model.backbone.init_cfg.checkpoint=PATH'
+XXT_DEPTHS = (2, 2, 6, 2)
+
+
+@pytest.fixture(scope='module')
+def metafiles_read_once():
+    """mmengine looks every ``mmdet::`` / ``mmseg::`` base up in all of the
+    package's metafiles (about a second each) before taking it as a path;
+    within this module the answers are read once."""
+    lookup = mmengine_config_utils._get_cfg_metainfo
+
+    @functools.cache
+    def cached(package_path, cfg_path):
+        try:
+            return lookup(package_path, cfg_path), None
+        except ValueError as error:
+            return None, error
+
+    def metainfo(package_path, cfg_path):
+        found, error = cached(package_path, cfg_path)
+        if error is not None:
+            raise error
+        return found
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mmengine_config_utils, '_get_cfg_metainfo', metainfo)
+        yield
+
+
+def pretrained_backbone(path):
+    """``(arch, checkpoint)`` of a config whose backbone loads weights, or
+    None."""
+    cfg = Config.fromfile(path)
+    init_cfg = cfg.model.backbone.get('init_cfg')
+    if not init_cfg or init_cfg.get('type') != 'Pretrained':
+        return None
+    return cfg.model.backbone.arch, init_cfg.checkpoint
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
+def test_config_names_timms_release_url(path, metafiles_read_once):
+    found = pretrained_backbone(path)
+    if found is None:
+        return  # a from-scratch config (the demos)
+    arch, checkpoint = found
+    release = timm.models.get_pretrained_cfg(f'gcvit_{arch}.in1k')
+    if release is None:
+        # No release file (Large, the ImageNet-21K weights): a local path.
+        assert not is_url(checkpoint), checkpoint
+    else:
+        assert checkpoint == release.url
+
+
+def test_every_variant_config_writes_its_url():
+    """The issue's check: the URL is in each variant config itself."""
+    variants = [p for p in CONFIGS
+                if p.name.startswith(('mask-rcnn_gcvit-', 'upernet_gcvit-'))
+                and p.name.endswith(('_1x_coco.py', '_ade20k-512x512.py'))]
+    assert len(variants) == 10
+    for path in variants:
+        assert 'https://' in path.read_text(), path
+
+
+# --- a loopback release server ----------------------------------------------
+
+
+class ReleaseServer:
+    """Files served at ``http://127.0.0.1:<port>/<path>``; every GET is
+    recorded. ``cut`` paths announce their full length but send half."""
+
+    def __init__(self):
+        self.files, self.requests, self.cut = {}, [], set()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+
+            def do_GET(self):
+                server.requests.append(self.path)
+                body = server.files.get(self.path.lstrip('/'))
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header('Content-Length', str(len(body)))
+                self.end_headers()
+                if self.path.lstrip('/') in server.cut:
+                    body = body[:len(body) // 2]
+                    self.close_connection = True
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0),
+                                                     Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    def url(self, path):
+        return f'http://127.0.0.1:{self.httpd.server_port}/{path}'
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start():
+        servers.append(ReleaseServer())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """A fresh download cache; loopback requests bypass any proxy."""
+    monkeypatch.setenv('MMGCVIT_CACHE', str(tmp_path / 'cache'))
+    for name in ('no_proxy', 'NO_PROXY'):
+        monkeypatch.setenv(name, '127.0.0.1,localhost')
+    return tmp_path / 'cache'
+
+
+@pytest.fixture(scope='module')
+def timm_state():
+    """A GC ViT-XXT in timm's format, random values everywhere (so that a
+    mis-mapped weight shows)."""
+    model = timm.create_model('gcvit_xxtiny', pretrained=False)
+    gen = torch.Generator().manual_seed(0)
+    return {k: torch.randn(v.shape, generator=gen) if v.is_floating_point()
+            else v for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope='module')
+def release(timm_state):
+    """``(file name, bytes)``: the checkpoint under a release-style name
+    ending in its own sha256 prefix."""
+    buffer = io.BytesIO()
+    torch.save(timm_state, buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    return f'gcvit_xxtiny_224_nvidia-{digest[:8]}.pth', data
+
+
+def detector(checkpoint):
+    """The shipped XXT Mask R-CNN config with its checkpoint replaced (as
+    ``--cfg-options model.backbone.init_cfg.checkpoint=...`` does), built
+    and initialised as a Runner does."""
+    cfg = Config.fromfile(DET_XXT)
+    cfg.merge_from_dict({'model.backbone.init_cfg.checkpoint': checkpoint})
+    import_modules_from_strings(**cfg.custom_imports)
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+def test_config_downloads_caches_and_resizes(serve, release, timm_state,
+                                             cache):
+    name, data = release
+    server = serve()
+    server.files[f'releases/{name}'] = data
+    url = server.url(f'releases/{name}')
+    state = detector(url).backbone.state_dict()
+
+    assert server.requests == [f'/releases/{name}']
+    cached = Path(cached_path(url))
+    assert cached.is_relative_to(cache) and cached.name == name
+    assert cached.read_bytes() == data
+    # timm's tables (windows 7, 7, 14, 7) bicubic-resized to the config's
+    # window 24 (47x47).
+    for stage, depth in enumerate(XXT_DEPTHS):
+        for block in range(depth):
+            table = timm_state[f'stages.{stage}.blocks.{block}.attn.rel_pos.'
+                               'relative_position_bias_table']
+            heads, side = table.shape[1], round(table.shape[0]**0.5)
+            expected = F.interpolate(
+                table.T.reshape(1, heads, side, side), size=(47, 47),
+                mode='bicubic').reshape(heads, -1).T
+            loaded = state[f'levels.{stage}.blocks.{block}.attn.'
+                           'relative_position_bias_table']
+            assert torch.allclose(loaded, expected, atol=1e-6)
+    assert torch.equal(state['patch_embed.proj.weight'],
+                       timm_state['stem.conv1.weight'])
+
+    # The second load is served from the cache.
+    again = load_checkpoint(url)
+    assert server.requests == [f'/releases/{name}']
+    assert torch.equal(again['stem.conv1.weight'],
+                       timm_state['stem.conv1.weight'])
+
+
+def test_cache_is_keyed_by_the_whole_url(serve):
+    """Two servers, and two paths on one, each serving a ``model.pth`` of
+    their own: none is read from another's cache entry."""
+    first, second = serve(), serve()
+    urls = [first.url('a/model.pth'), first.url('b/model.pth'),
+            second.url('a/model.pth')]
+    for i, server in enumerate((first, first, second)):
+        buffer = io.BytesIO()
+        torch.save({'w': torch.full((2, ), float(i))}, buffer)
+        server.files[urls[i].split('/', 3)[3]] = buffer.getvalue()
+    for i, url in enumerate(urls):
+        assert load_checkpoint(url)['w'].tolist() == [i, i]
+    for url in urls:
+        assert load_checkpoint(url)['w'].tolist() == [urls.index(url)] * 2
+    assert first.requests == ['/a/model.pth', '/b/model.pth']
+    assert second.requests == ['/a/model.pth']
+
+
+def unused_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize('failure', ['404', 'no server'])
+def test_unreachable_url_names_the_local_alternative(failure, serve, release,
+                                                     cache):
+    name, _ = release
+    if failure == '404':
+        url = serve().url(f'releases/{name}')
+        expected = f'checkpoint not found at {url} (HTTP 404'
+    else:
+        url = f'http://127.0.0.1:{unused_port()}/releases/{name}'
+        expected = f'cannot download checkpoint {url}'
+    with pytest.raises(CheckpointError) as error:
+        detector(url)
+    message = str(error.value)
+    assert '\n' not in message
+    assert expected in message and LOCAL_FIX in message
+    assert not list(cache.rglob('*.pth'))
+
+
+def test_truncated_download_is_not_cached(serve, release, cache):
+    name, data = release
+    server = serve()
+    path = f'releases/{name}'
+    server.files[path] = data
+    server.cut.add(path)
+    url = server.url(path)
+    with pytest.raises(CheckpointError,
+                       match=rf'stopped after {len(data) // 2} of '
+                       rf'{len(data)} bytes: run again'):
+        load_checkpoint(url)
+    # Neither the file nor atomic_open's partial temporary is left.
+    assert not [p for p in cache.rglob('*') if p.is_file()]
+    server.cut.clear()
+    assert load_checkpoint(url).keys() == torch.load(
+        io.BytesIO(data), weights_only=True).keys()
+    assert len(server.requests) == 2
+
+
+def test_hash_mismatch_is_refused_and_deleted(serve, release, cache):
+    name, data = release
+    server = serve()
+    tampered = bytearray(data)
+    tampered[-1] ^= 1
+    server.files[name] = bytes(tampered)
+    url = server.url(name)
+    with pytest.raises(CheckpointError,
+                       match=rf'not the {name[-12:-4]} its file name '
+                       'promises') as error:
+        load_checkpoint(url)
+    assert 'cached copy was deleted' in str(error.value)
+    assert not Path(cached_path(url)).exists()
+    # Running again downloads anew (and succeeds once the server is right).
+    server.files[name] = data
+    load_checkpoint(url)
+    assert server.requests == [f'/{name}'] * 2
+
+
+@pytest.mark.slow
+def test_train_tool_reports_a_missing_url_in_one_line(serve, tmp_path,
+                                                      coco_root):
+    """What a user sees from tools/train.py when the release is gone."""
+    url = serve().url('releases/gcvit_xxtiny_224_nvidia-00000000.pth')
+    config = small_detection_config(tmp_path / 'small.py', coco_root,
+                                    arch='xxtiny', images=2)
+    config.write_text(config.read_text().replace(
+        'init_cfg=None', f"init_cfg=dict(type='Pretrained', checkpoint={url!r})"))
+    rc, output = run_tool([TRAIN, config, '--work-dir', tmp_path / 'work'],
+                          cwd=tmp_path)
+    assert rc != 0 and 'Traceback' not in output, output[-3000:]
+    errors = [line for line in output.splitlines() if ': error: ' in line]
+    assert len(errors) == 1, output[-3000:]
+    assert f'checkpoint not found at {url}' in errors[0]
+    assert LOCAL_FIX in errors[0]
+    assert not list((tmp_path / 'work').glob('*.pth'))
