@@ -2,36 +2,46 @@
 
 The stock loaders silently drop what they cannot use (COCO annotations with
 unknown categories or boxes outside the image, images without boxes) and
-fail late, mid-training, on broken segmentation labels.  ``check_dataset``
+fail late, mid-training, on broken images and labels.  ``check_dataset``
 builds the configured dataset with the library's own registry, reads every
-annotation, and reports:
+annotation, decodes every image fully with the pipeline's own
+``LoadImageFromFile`` settings, and reports:
 
-* detection: images and instances per class; from the raw COCO json,
-  annotations whose category id is not a json category or whose category is
-  not a configured class, boxes partly / fully outside the image, boxes with
-  non-positive width / height or area, empty / degenerate polygons,
-  annotations of unknown images, duplicate ids, json sizes that differ from
-  the image files, missing / unreadable images, images without annotations
-  (a warning: the training loader drops them);
+* detection: images and instances per class; from the raw COCO json, a
+  ``metainfo.classes`` order that gives categories each other's labels
+  (with the ``classes = (...)`` line that fixes it), json categories left
+  out of the classes (one summary line), annotations whose category id is
+  not a json category, boxes partly / fully outside the image, boxes with
+  non-finite or non-positive values, empty / degenerate polygons,
+  annotations of unknown images, duplicate ids, json sizes that differ
+  from the decoded images, images without annotations (a warning: the
+  training loader drops them);
 * segmentation: images and pixels per class; label values outside the
   classes (after ``reduce_zero_label`` / ``label_map``) other than the
-  ignore index, multi-channel labels, image / label size mismatches,
-  missing / unreadable files.
+  ignore index, multi-channel labels, image / label size mismatches;
+* both: missing, empty, truncated or undecodable images, and images whose
+  EXIF orientation tag makes mmcv decode them turned (or, with an
+  ``*_ignore_orientation`` loader, not turned) against their annotations.
 
 It paints the ground truth of a few images (those with problems first) with
 mmdet's ``DetLocalVisualizer`` / mmseg's ``SegLocalVisualizer``.
 """
+import io
 import json
+import math
+import os
 import os.path as osp
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import mmcv
+import mmengine.fileio as fileio
 import numpy as np
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 SCOPES = ('mmdet', 'mmseg')
 
@@ -110,6 +120,16 @@ def _dataset_cfgs(cfg, key):
     return leaves
 
 
+def split_dataset_cfgs(cfg):
+    """``(split, leaf dataset config, its key)`` of every dataloader of the
+    config that has a dataset."""
+    for split in ('train', 'val', 'test'):
+        loader = cfg.get(f'{split}_dataloader')
+        if loader and 'dataset' in loader:
+            for ds_cfg, key in _dataset_cfgs(cfg, f'{split}_dataloader'):
+                yield split, ds_cfg, key
+
+
 def _require(path, key):
     if not osp.exists(path):
         raise DatasetConfigError(f'{path} does not exist: fix {key} in the '
@@ -131,19 +151,184 @@ def _check_paths(ds_cfg, key):
                      f'{key}.data_prefix.{name}')
 
 
-def _image_size(path):
-    """(height, width) from the file header, or None if unreadable."""
+EXIF_ORIENTATION = 0x0112
+# EXIF orientations that swap width and height (90-degree turns).
+TURNS_90 = (5, 6, 7, 8)
+
+
+@dataclass
+class _Decoded:
+    """One image as a run decodes it.
+
+    Attributes:
+        shape: (height, width) of the pixels ``LoadImageFromFile`` returns.
+        stored: (height, width) of the pixels as stored in the file.
+        orientation: the EXIF orientation tag, 1 when there is none.
+        problem: why the image cannot be used (None: it can).
+    """
+    shape: tuple = None
+    stored: tuple = None
+    orientation: int = 1
+    problem: str = None
+
+
+def _image_loader(dataset):
+    """The pipeline's ``LoadImageFromFile`` (what a run decodes images
+    with) and its index in the pipeline; mmcv's defaults and None when the
+    pipeline has none."""
+    from mmcv.transforms import LoadImageFromFile
+    transforms = getattr(dataset.pipeline, 'transforms', [])
+    for index, transform in enumerate(transforms):
+        if isinstance(transform, LoadImageFromFile):
+            return transform, index
+    return LoadImageFromFile(), None
+
+
+def _decode(path, loader):
+    """Read and decode ``path`` fully, as ``loader`` does in a run, and with
+    Pillow, which also reports truncated data that a lenient decoder (older
+    OpenCV) fills with grey."""
     try:
-        with Image.open(path) as img:
-            return img.height, img.width
-    except (OSError, ValueError):
-        return None
+        content = fileio.get(path, backend_args=loader.backend_args)
+    except FileNotFoundError:
+        return _Decoded(problem='missing')
+    except OSError as error:
+        return _Decoded(problem=f'unreadable ({error})')
+    if not content:
+        return _Decoded(problem='empty file (0 bytes)')
+    backend = loader.imdecode_backend
+    try:
+        img = mmcv.imfrombytes(content, flag=loader.color_type,
+                               backend=backend)
+    except Exception:  # each backend raises its own kinds
+        img = None
+    if img is None:
+        return _Decoded(problem=f'truncated or corrupt: mmcv ({backend} '
+                        'backend) cannot decode it')
+    shape = img.shape[:2]
+    try:
+        with Image.open(io.BytesIO(content)) as pil:
+            pil.load()
+            stored = pil.height, pil.width
+            orientation = pil.getexif().get(EXIF_ORIENTATION, 1)
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        return _Decoded(shape, shape)  # a file only the loader reads
+    except (OSError, ValueError, SyntaxError) as error:
+        return _Decoded(shape, problem=f'truncated or corrupt ({error})')
+    return _Decoded(shape, stored, orientation if orientation in range(
+        2, 9) else 1)
+
+
+def _decode_all(paths, loader, workers):
+    """``_decode`` of each path (decoders release the GIL: threads)."""
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda path: _decode(path, loader), paths))
+
+
+def _loader_turns(loader):
+    """Whether ``loader`` turns images as their EXIF orientation says:
+    mmcv's cv2 and pillow backends do for color_type 'color' and
+    'grayscale'; 'unchanged', '*_ignore_orientation' and the turbojpeg /
+    tifffile backends keep the stored pixels."""
+    return loader.color_type in ('color', 'grayscale') and \
+        loader.imdecode_backend in ('cv2', 'pillow')
+
+
+def _loader_keys(cfg):
+    """The config keys of every ``LoadImageFromFile`` in the dataloaders'
+    pipelines, e.g. ``train_dataloader.dataset.pipeline.0``."""
+    return [f'{key}.pipeline.{i}'
+            for _, ds_cfg, key in split_dataset_cfgs(cfg)
+            for i, t in enumerate(ds_cfg.get('pipeline') or [])
+            if isinstance(t, dict)
+            and str(t.get('type')).split('.')[-1] == 'LoadImageFromFile']
+
+
+def _orientation_fix(loader, keys):
+    """The flags that switch every pipeline's loader to the other frame:
+    stored pixels when ``loader`` turns images, turned ones otherwise."""
+    if _loader_turns(loader):
+        options = {'color_type': {'grayscale': 'grayscale_ignore_orientation'}
+                   .get(loader.color_type, 'color_ignore_orientation')}
+    else:
+        options = {'color_type': 'grayscale' if 'grayscale' in str(
+            loader.color_type) else 'color'}
+        if loader.imdecode_backend not in ('cv2', 'pillow'):
+            options['imdecode_backend'] = 'cv2'
+    if not keys:
+        return ('LoadImageFromFile(' + ', '.join(
+            f'{k}={v!r}' for k, v in options.items()) + ') in every '
+                'pipeline')
+    return '--cfg-options ' + ' '.join(f'{key}.{k}={v}' for key in keys
+                                       for k, v in options.items())
+
+
+def _check_orientation(rows, loader, keys, annotated, report):
+    """Compare, for each image with an EXIF orientation tag, the frame the
+    loader decodes (turned or stored) with the size its annotation has.
+
+    Args:
+        rows: ``(name, _Decoded, annotated (height, width))`` per image.
+        keys: ``_loader_keys`` of the config.
+        annotated: what the annotated size is, for the messages.
+
+    Returns:
+        the names of the images whose annotations may miss their objects.
+    """
+    turns = _loader_turns(loader)
+    fix = _orientation_fix(loader, keys)
+    how = (f'LoadImageFromFile (color_type={loader.color_type!r}, '
+           f'imdecode_backend={loader.imdecode_backend!r}) decodes them ' +
+           ('turned as the tag says' if turns else
+            'as stored, ignoring the tag'))
+    wrong, unknown, fine = [], [], []
+    for name, decoded, size in rows:
+        if decoded.orientation == 1 or decoded.problem:
+            continue
+        stored = decoded.stored
+        turned = stored[::-1] if decoded.orientation in TURNS_90 else stored
+        example = (f'{name}: orientation {decoded.orientation}, decoded '
+                   f'{decoded.shape[1]}x{decoded.shape[0]}, annotated '
+                   f'{size[1]}x{size[0]}')
+        if stored == turned and size == decoded.shape:
+            unknown.append((name, example))
+        elif size == decoded.shape:
+            fine.append((name, example))
+        elif size == (stored if turns else turned):
+            wrong.append((name, example))
+
+    def some(items):
+        shown = '; '.join(e for _, e in items[:3])
+        return shown + ('; ...' if len(items) > 3 else '')
+
+    if wrong:
+        report.errors.append(
+            f'EXIF orientation tag on {len(wrong)} image(s) ({some(wrong)}): '
+            f'{how}, but their {annotated} fit the '
+            f'{"stored" if turns else "turned"} pixels, so the annotations '
+            f'miss their objects; make pixels and annotations agree with '
+            f'{fix}')
+    if unknown:
+        report.warnings.append(
+            f'EXIF orientation tag that keeps the size on {len(unknown)} '
+            f'image(s) ({some(unknown)}): {how}; sizes cannot tell whether '
+            'they were annotated on the stored or the turned pixels: if the '
+            'painted ground truth (--out-dir) misses the objects, use '
+            f'{fix}')
+    if fine:
+        report.warnings.append(
+            f'EXIF orientation tag on {len(fine)} image(s) ({some(fine)}): '
+            f'{how}, which their {annotated} match; keep LoadImageFromFile '
+            'as it is in every pipeline')
+    return {name for name, _ in wrong + unknown}
 
 
 def _polygon_problem(polygon):
     if len(polygon) < 6 or len(polygon) % 2:
         return f'polygon with {len(polygon)} coordinates (needs an even ' \
                'number, at least 6)'
+    if not _finite(polygon):
+        return 'polygon with NaN / Inf coordinates'
     xs, ys = np.asarray(polygon[0::2]), np.asarray(polygon[1::2])
     area = 0.5 * abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1)))
     if area <= 0:
@@ -151,20 +336,20 @@ def _polygon_problem(polygon):
     return None
 
 
-def _check_coco_annotation(ann, img, cat_names, classes):
-    """Problems of one raw COCO annotation; the first ones make the stock
-    ``CocoDataset`` drop it."""
-    where = f'annotation id {ann.get("id")} (image {img["file_name"]})'
-    cat = ann.get('category_id')
-    if cat not in cat_names:
-        return [f'{where}: category_id {cat} is not among the json '
-                'categories; the loader drops it']
-    if cat_names[cat] not in classes:
-        return [f'{where}: category {cat_names[cat]!r} (id {cat}) is not a '
-                'configured class (metainfo.classes); the loader drops it']
+def _finite(values):
+    return all(isinstance(v, (int, float)) and math.isfinite(v)
+               for v in values)
+
+
+def _check_coco_annotation(ann, img, where, loads_masks):
+    """Problems of one raw COCO annotation of a configured class; the first
+    ones make the stock ``CocoDataset`` drop it."""
     bbox = ann.get('bbox')
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         return [f'{where}: bbox {bbox!r} is not [x, y, w, h]']
+    if not _finite([*bbox, ann.get('area', 1)]):
+        return [f'{where}: bbox {bbox} / area {ann.get("area")} is not '
+                'finite (NaN or Inf): fix or remove the annotation']
     x, y, w, h = bbox
     if w <= 0 or h <= 0 or ann.get('area', 1) <= 0:
         return [f'{where}: bbox {bbox} / area {ann.get("area")} is not '
@@ -178,14 +363,201 @@ def _check_coco_annotation(ann, img, cat_names, classes):
         problems.append(f'{where}: bbox {bbox} is partly outside the '
                         f'{width}x{height} image')
     seg = ann.get('segmentation')
-    if isinstance(seg, list):
-        bad = [p for p in map(_polygon_problem, seg) if p] if seg else [
-            'empty polygon list']
-        problems += [f'{where}: {p}' for p in bad]
+    if not seg and loads_masks:
+        problems.append(f'{where}: {EMPTY_SEGMENTATION}: give it a polygon '
+                        'or RLE mask, or remove it')
+    elif isinstance(seg, list):
+        problems += [f'{where}: {p}' for p in map(_polygon_problem, seg) if p]
     return problems
 
 
-def _check_coco_json(dataset, report):
+# What CocoDataset + LoadAnnotations(with_mask=True) make of an annotation
+# with an empty segmentation.
+EMPTY_SEGMENTATION = ("empty segmentation, which LoadAnnotations("
+                      "with_mask=True) cannot load (KeyError: 'mask')")
+
+
+def selected_categories(categories, classes):
+    """The json categories mmdet's ``CocoDataset`` trains on, in label
+    order: pycocotools' ``getCatIds(catNms=classes)`` keeps the order of the
+    json's ``categories`` list, whatever the order of ``classes``."""
+    wanted = set(classes)
+    return [c for c in categories if c.get('name') in wanted]
+
+
+def classes_line(categories, classes):
+    """The ``classes = (...)`` line under which every selected json
+    category gets its own name: the selected categories in json order, then
+    the classes without a json category (they get no label)."""
+    names = [c['name'] for c in selected_categories(categories, classes)]
+    names += [c for c in classes if c not in set(names)]
+    return f'classes = {tuple(names)!r}'
+
+
+def _left_out(coco, images, classes, drops_empty):
+    """One line on the json categories outside ``classes``: the annotations
+    the loader drops and the images training then drops; None if none."""
+    wanted = set(classes)
+    names = {c['id']: c['name'] for c in coco.get('categories', [])}
+    dropped, kept_images, touched = Counter(), set(), set()
+    for ann in coco.get('annotations', []):
+        cat, image = ann.get('category_id'), ann.get('image_id')
+        if image not in images or cat not in names:
+            continue
+        if names[cat] in wanted:
+            kept_images.add(image)
+        else:
+            dropped[cat] += 1
+            touched.add(image)
+    if not dropped:
+        return None
+    listed = ', '.join(f'{names[c]!r} (id {c}) with {n}'
+                       for c, n in dropped.most_common(5))
+    more = f' and {len(dropped) - 5} more' if len(dropped) > 5 else ''
+    lost = len(touched - kept_images)
+    images_note = (f'training drops the {lost} images left without any '
+                   '(filter_empty_gt)' if drops_empty else
+                   f'{lost} images are left without any')
+    return (f'json categories outside metainfo.classes: {listed}{more}; the '
+            f'loader drops these {sum(dropped.values())} annotations, and '
+            f'{images_note}')
+
+
+def _loader_keeps(ann, img, category_ids):
+    """Whether mmdet's ``CocoDataset.parse_data_info`` keeps ``ann``: its
+    conditions, in its expressions (so NaN behaves as there)."""
+    bbox = ann.get('bbox')
+    if ann.get('ignore', False) or ann.get('category_id') not in \
+            category_ids or not isinstance(bbox, (list, tuple)) or \
+            len(bbox) != 4 or not _finite([*bbox, ann.get('area', 0)]):
+        return False
+    x1, y1, w, h = bbox
+    inter_w = max(0, min(x1 + w, img['width']) - max(x1, 0))
+    inter_h = max(0, min(y1 + h, img['height']) - max(y1, 0))
+    return inter_w * inter_h != 0 and not (
+        ann.get('area', 0) <= 0 or w < 1 or h < 1)
+
+
+def coco_run_problems(coco, ann_file, key, classes, filter_cfg=None,
+                      test_mode=False, loads_masks=False):
+    """The problems of a COCO json that stop a run of mmdet's
+    ``CocoDataset`` (one line each, naming the fix): no image left for the
+    dataset, or annotations ``LoadAnnotations(with_mask=True)`` cannot
+    load.
+
+    Args:
+        coco: the parsed json.
+        ann_file: its path, for the messages.
+        key: the dataset's config key, e.g. ``train_dataloader.dataset``.
+        classes: the dataset's ``metainfo.classes``.
+        filter_cfg, test_mode: the dataset's.
+        loads_masks: whether the pipeline loads masks.
+    """
+    images = {img.get('id'): img for img in coco.get('images', [])}
+    if not images:
+        return [f'{ann_file} lists no images: point {key}.ann_file at the '
+                "json of the dataset's images"]
+    selected = selected_categories(coco.get('categories', []), classes)
+    ids = {c['id'] for c in selected}
+    anns = [a for a in coco.get('annotations', [])
+            if a.get('image_id') in images]
+    problems = []
+    if filter_cfg and not test_mode:
+        kept = set(images)
+        if filter_cfg.get('filter_empty_gt'):
+            kept = {a['image_id'] for a in anns
+                    if a.get('category_id') in ids}
+            every = [c['name'] for c in coco.get('categories', [])]
+            if not anns:
+                problems.append(
+                    f'{ann_file} has no annotations, and {key}.filter_cfg.'
+                    'filter_empty_gt drops images without any, so no image '
+                    f'is left to train on: point {key}.ann_file at the '
+                    'annotated json')
+            elif not kept:
+                problems.append(
+                    f'none of the {len(anns)} annotations in {ann_file} has '
+                    f'a category among {key}.metainfo.classes, so '
+                    'filter_empty_gt leaves no image to train on: set '
+                    'metainfo.classes to json category names, e.g. '
+                    f'{classes_line(coco.get("categories", []), every)}')
+        min_size = filter_cfg.get('min_size', 0)
+        if kept and all(min(images[i]['width'], images[i]['height']) <
+                        min_size for i in kept):
+            problems.append(
+                f'all {len(kept)} images {key} would keep from {ann_file} '
+                f'are smaller than {key}.filter_cfg.min_size={min_size}, '
+                f'which drops them: lower {key}.filter_cfg.min_size')
+    if loads_masks:
+        empty = [a for a in anns if not a.get('segmentation') and
+                 _loader_keeps(a, images[a['image_id']], ids)]
+        if empty:
+            first = empty[0]
+            problems.append(
+                f'{len(empty)} annotations in {ann_file} have an '
+                f'{EMPTY_SEGMENTATION} (e.g. annotation id {first.get("id")} '
+                f'of {images[first["image_id"]].get("file_name")}): give '
+                'each a polygon or RLE mask, or remove them')
+    return problems
+
+
+def is_coco_json(ds_cfg):
+    """Whether ``ds_cfg`` builds an mmdet ``CocoDataset`` (or a subclass)
+    from a local json (the default scope selects the registry)."""
+    if not str(ds_cfg.get('ann_file') or '').endswith('.json') or \
+            ds_cfg.get('backend_args'):
+        return False
+    cls = _dataset_class(ds_cfg)
+    if not isinstance(cls, type):
+        return False
+    from mmdet.datasets import CocoDataset
+    return issubclass(cls, CocoDataset)
+
+
+def _dataset_class(ds_cfg):
+    """The class ``ds_cfg['type']`` names in the default scope."""
+    from mmengine.registry import DATASETS
+    if not isinstance(ds_cfg.get('type'), str):
+        return ds_cfg.get('type')
+    with DATASETS.switch_scope_and_registry(None) as registry:
+        return registry.get(ds_cfg['type'])
+
+
+def configured_classes(ds_cfg):
+    """The dataset's ``metainfo.classes``: the config's, else its class's."""
+    classes = (ds_cfg.get('metainfo') or {}).get('classes')
+    if classes is None:
+        classes = _dataset_class(ds_cfg).METAINFO['classes']
+    return tuple(classes)
+
+
+def pipeline_loads_masks(ds_cfg):
+    """Whether the dataset's pipeline config loads instance masks."""
+    return any(isinstance(t, dict) and 'LoadAnnotations' in str(
+        t.get('type')) and t.get('with_mask') for t in
+        ds_cfg.get('pipeline') or [])
+
+
+def read_coco_run_problems(ds_cfg, key, masks=True):
+    """``coco_run_problems`` of a COCO-json dataset config (read from its
+    ``ann_file``), with unreadable jsons as a problem; [] for datasets of
+    other kinds. ``masks=False`` leaves out the mask loading problems."""
+    if not is_coco_json(ds_cfg):
+        return []
+    ann_file = osp.join(ds_cfg.get('data_root') or '', ds_cfg['ann_file'])
+    try:
+        with open(ann_file) as f:
+            coco = json.load(f)
+    except (OSError, ValueError) as error:
+        return [f'{ann_file} is not a readable json ({error}): fix it or '
+                f'{key}.ann_file']
+    return coco_run_problems(coco, ann_file, key, configured_classes(ds_cfg),
+                             ds_cfg.get('filter_cfg'),
+                             ds_cfg.get('test_mode', False),
+                             masks and pipeline_loads_masks(ds_cfg))
+
+
+def _check_coco_json(dataset, report, loads_masks):
     """Checks on the raw json, which sees what the loader silently drops."""
     try:
         with open(dataset.ann_file) as f:
@@ -193,29 +565,43 @@ def _check_coco_json(dataset, report):
     except (OSError, ValueError) as error:
         report.errors.append(f'cannot read {dataset.ann_file}: {error}')
         return set()
-    cat_names = {c['id']: c['name'] for c in coco.get('categories', [])}
+    categories = coco.get('categories', [])
+    cat_names = {c['id']: c['name'] for c in categories}
     classes = set(report.classes)
     missing = sorted(classes - set(cat_names.values()))
     if missing:
         report.warnings.append(
             f'{len(missing)} configured classes have no category in '
             f'{dataset.ann_file}, e.g. {missing[:5]}')
-    # CocoDataset numbers the json categories found among the classes in id
-    # order, not by their position in metainfo.classes.
-    shifted = [f'{cat_names[c]!r}->{report.classes[label]!r}'
-               for c, label in getattr(dataset, 'cat2label', {}).items()
-               if cat_names.get(c) != report.classes[label]]
-    if shifted:
-        report.warnings.append(
-            f'the loader gives json categories the labels of other class '
-            f'names ({", ".join(shifted[:5])}): predictions are displayed '
-            'under the wrong names and COCO-pretrained heads do not match; '
-            'list the json categories, in id order, as metainfo.classes')
+    named = Counter(c['name'] for c in categories)
+    twice = sorted(n for n, k in named.items() if k > 1 and n in classes)
+    if twice:
+        report.errors.append(
+            f'{dataset.ann_file} has several categories named {twice}: the '
+            'loader gives each its own label; merge them into one category '
+            'id')
+    shifted = [f'{c["name"]!r} -> {report.classes[label]!r}'
+               for label, c in enumerate(selected_categories(categories,
+                                                             classes))
+               if label < len(report.classes)
+               and c['name'] != report.classes[label]]
+    if shifted and not twice:
+        report.errors.append(
+            'metainfo.classes lists the json categories in another order '
+            f'than {dataset.ann_file}: CocoDataset numbers them in the '
+            "order of the json's categories list, so they get other names "
+            f'({", ".join(shifted[:5])}); list them in that order: '
+            f'{classes_line(categories, report.classes)}')
     images = {}
     for img in coco.get('images', []):
         if img['id'] in images:
             report.errors.append(f'duplicate image id {img["id"]}')
         images[img['id']] = img
+    drops_empty = bool((dataset.filter_cfg or {}).get(
+        'filter_empty_gt')) and not dataset.test_mode
+    left_out = _left_out(coco, images, classes, drops_empty)
+    if left_out:
+        report.warnings.append(left_out)
     ann_ids, annotated, bad_images = set(), set(), set()
     for ann in coco.get('annotations', []):
         if ann.get('id') in ann_ids:
@@ -227,7 +613,15 @@ def _check_coco_json(dataset, report):
                                  f'{ann.get("image_id")} is not in images')
             continue
         annotated.add(img['id'])
-        problems = _check_coco_annotation(ann, img, cat_names, classes)
+        where = f'annotation id {ann.get("id")} (image {img["file_name"]})'
+        cat = ann.get('category_id')
+        if cat not in cat_names:
+            problems = [f'{where}: category_id {cat} is not among the json '
+                        'categories; the loader drops it']
+        elif cat_names[cat] in classes:
+            problems = _check_coco_annotation(ann, img, where, loads_masks)
+        else:
+            problems = []  # summed up by _left_out
         report.errors += problems
         if problems:
             bad_images.add(img['file_name'])
@@ -240,22 +634,29 @@ def _check_coco_json(dataset, report):
     return bad_images
 
 
-def _check_detection(dataset, report):
+def _check_detection(dataset, report, keys, workers):
+    loader, _ = _image_loader(dataset)
+    loads_masks = any(getattr(t, 'with_mask', False) for t in getattr(
+        dataset.pipeline, 'transforms', []))
     bad_images = set()
     if dataset.ann_file.endswith('.json'):
-        bad_images = _check_coco_json(dataset, report)
-    images, instances = Counter(), Counter()
-    for index in range(len(dataset)):
-        info = dataset.get_data_info(index)
-        size = _image_size(info['img_path'])
+        bad_images = _check_coco_json(dataset, report, loads_masks)
+    infos = [dataset.get_data_info(i) for i in range(len(dataset))]
+    decoded = _decode_all([i['img_path'] for i in infos], loader, workers)
+    images, instances, oriented = Counter(), Counter(), []
+    for info, image in zip(infos, decoded):
         name = osp.basename(info['img_path'])
-        if size is None:
-            report.errors.append(f'{info["img_path"]}: missing or unreadable')
+        size = (info.get('height'), info.get('width'))
+        if image.problem:
+            report.errors.append(f'{info["img_path"]}: {image.problem}')
             bad_images.add(name)
-        elif 'height' in info and size != (info['height'], info['width']):
+        elif image.orientation != 1:
+            oriented.append((name, image, size))
+        elif 'height' in info and image.shape != size:
             report.errors.append(
-                f'{info["img_path"]}: the file is {size[1]}x{size[0]} but the '
-                f'annotation says {info["width"]}x{info["height"]}')
+                f'{info["img_path"]}: the file is {image.shape[1]}x'
+                f'{image.shape[0]} but the annotation says '
+                f'{info["width"]}x{info["height"]}')
             bad_images.add(name)
         labels = [i['bbox_label'] for i in info['instances']]
         instances.update(labels)
@@ -264,23 +665,27 @@ def _check_detection(dataset, report):
             report.errors.append(f'{info["img_path"]}: label {label} is '
                                  'beyond the configured classes')
             bad_images.add(name)
+    bad_images |= _check_orientation(oriented, loader, keys,
+                                     'json width / height', report)
     report.per_class = [(c, images[i], instances[i])
                         for i, c in enumerate(report.classes)]
     return bad_images
 
 
-def _check_segmentation(dataset, report):
+def _check_segmentation(dataset, report, keys, workers):
     from mmseg.datasets.transforms import LoadAnnotations
     load = LoadAnnotations()
+    loader, _ = _image_loader(dataset)
     num_classes = len(report.classes)
     valid = set(range(num_classes)) | {dataset.ignore_index}
     images, pixels, bad_images = Counter(), Counter(), set()
-    for index in range(len(dataset)):
-        info = dataset.get_data_info(index)
+    infos = [dataset.get_data_info(i) for i in range(len(dataset))]
+    decoded = _decode_all([i['img_path'] for i in infos], loader, workers)
+    oriented = []
+    for info, image in zip(infos, decoded):
         name = osp.basename(info['img_path'])
-        size = _image_size(info['img_path'])
-        if size is None:
-            report.errors.append(f'{info["img_path"]}: missing or unreadable')
+        if image.problem:
+            report.errors.append(f'{info["img_path"]}: {image.problem}')
             bad_images.add(name)
         try:
             label = load(dict(info, seg_fields=[]))['gt_seg_map']
@@ -294,10 +699,13 @@ def _check_segmentation(dataset, report):
                                  f'{label.shape}, must be single-channel')
             bad_images.add(name)
             continue
-        if size is not None and size != label.shape:
+        if image.orientation != 1 and not image.problem:
+            oriented.append((name, image, label.shape))
+        elif image.shape is not None and image.shape != label.shape:
             report.errors.append(
                 f'{info["seg_map_path"]}: label is {label.shape[1]}x'
-                f'{label.shape[0]} but the image is {size[1]}x{size[0]}')
+                f'{label.shape[0]} but the image is {image.shape[1]}x'
+                f'{image.shape[0]}')
             bad_images.add(name)
         values, counts = np.unique(label, return_counts=True)
         beyond = sorted(int(v) for v in set(values.tolist()) - valid)
@@ -313,6 +721,8 @@ def _check_segmentation(dataset, report):
             if value < num_classes:
                 pixels[value] += count
                 images[value] += 1
+    bad_images |= _check_orientation(oriented, loader, keys, 'label maps',
+                                     report)
     report.per_class = [(c, images[i], pixels[i])
                         for i, c in enumerate(report.classes)]
     return bad_images
@@ -339,17 +749,16 @@ def _draw(dataset, task, indices, out_dir):
     if task == 'detection':
         info0 = dataset.get_data_info(indices[0]) if indices else {}
         with_mask = any('mask' in i for i in info0.get('instances', []))
-        steps = [dict(type='LoadImageFromFile'),
-                 dict(type='LoadAnnotations', with_bbox=True,
+        steps = [dict(type='LoadAnnotations', with_bbox=True,
                       with_mask=with_mask),
                  dict(type='PackDetInputs')]
         vis_type = 'DetLocalVisualizer'
     else:
-        steps = [dict(type='LoadImageFromFile'),
-                 dict(type='LoadAnnotations'),
-                 dict(type='PackSegInputs')]
+        steps = [dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
         vis_type = 'SegLocalVisualizer'
-    transforms = [TRANSFORMS.build(s) for s in steps]
+    # The run's own image loader: its EXIF handling is what is checked.
+    transforms = [_image_loader(dataset)[0]] + [
+        TRANSFORMS.build(s) for s in steps]
     visualizer = VISUALIZERS.build(
         dict(type=vis_type, name=f'check_dataset_{id(dataset)}'))
     visualizer.dataset_meta = dataset.metainfo
@@ -375,7 +784,7 @@ def _draw(dataset, task, indices, out_dir):
 
 
 def check_dataset(config, split='train', out_dir=None, show_number=4,
-                  cfg_options=None):
+                  cfg_options=None, workers=None):
     """Check the dataset of ``{split}_dataloader`` in an mmdet / mmseg
     config (a path or an ``mmengine.Config``).
 
@@ -387,13 +796,15 @@ def check_dataset(config, split='train', out_dir=None, show_number=4,
         show_number: images to paint per dataset (problematic ones first;
             each part of a ConcatDataset counts as one dataset).
         cfg_options: dict merged into the config.
+        workers: threads decoding images; None: one per CPU, at most 8.
 
     Returns:
         CheckReport
 
     Raises:
         DatasetConfigError: missing data root / ann file / image folder,
-            unknown scope, or a dataset that cannot be built.
+            unknown scope, or a COCO json that leaves the dataset without
+            images, or a dataset that cannot be built.
     """
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
     if cfg_options:
@@ -406,9 +817,16 @@ def check_dataset(config, split='train', out_dir=None, show_number=4,
     init_default_scope(scope)
     from mmengine.registry import DATASETS
     task = 'detection' if scope == 'mmdet' else 'segmentation'
+    keys = _loader_keys(cfg)
+    workers = workers or min(8, os.cpu_count() or 1)
     report = None
     for ds_cfg, key in _dataset_cfgs(cfg, f'{split}_dataloader'):
         _check_paths(ds_cfg, key)
+        # The annotations LoadAnnotations cannot load are listed one by one
+        # below; what leaves the dataset empty stops the build.
+        blockers = read_coco_run_problems(ds_cfg, key, masks=False)
+        if blockers:
+            raise DatasetConfigError(blockers[0])
         try:
             dataset = DATASETS.build(ds_cfg)
         except Exception as error:
@@ -419,7 +837,7 @@ def check_dataset(config, split='train', out_dir=None, show_number=4,
                            num_images=len(dataset))
         check = _check_detection if task == 'detection' else \
             _check_segmentation
-        bad = check(dataset, part)
+        bad = check(dataset, part, keys, workers)
         if out_dir and show_number > 0:
             order = sorted(range(len(dataset)), key=lambda i: osp.basename(
                 dataset.get_data_info(i)['img_path']) not in bad)
