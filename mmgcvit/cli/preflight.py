@@ -1,10 +1,17 @@
-"""Pre-flight checks: missing files are reported before any work starts.
+"""Pre-flight checks: missing files and unusable COCO jsons are reported
+before any work starts.
 
 Without them a missing annotation file surfaces after the model is built,
 from deep inside the dataset class; a missing pre-trained checkpoint after
 the dataset is loaded (COCO: tens of seconds), and a wrong ``--resume`` path
 as a loader error. Each check raises ``PreflightError`` with one line that
 names the missing path, the config key or flag to fix, and how.
+
+COCO jsons are read once more, for what mmdet's ``CocoDataset`` reports
+unclearly: no image left to train on ("need at least one array to
+concatenate") and, hours in, annotations with an empty segmentation that the
+mask loader cannot load (``KeyError: 'mask'``). They raise ``DataError``,
+one line naming the problem, the fix and the dataset checker's command.
 
 Which files are needed depends on what runs: ``PreflightRunner`` checks the
 train (and val) data and the ``init_cfg`` checkpoints in ``train()``, the
@@ -16,11 +23,29 @@ import os.path as osp
 
 from mmengine.runner import Runner
 
-from ..dataset_tools.check import DatasetConfigError, _check_paths, _dataset_cfgs
+from ..dataset_tools.check import (DatasetConfigError, _check_paths,
+                                   _dataset_cfgs, read_coco_run_problems)
 
 
 class PreflightError(FileNotFoundError):
     """A file the config or command line names does not exist."""
+
+
+class DataError(ValueError):
+    """The data a config names cannot be used by the run (one line naming
+    the problem and the fix)."""
+
+
+def checker_command(cfg, split='train'):
+    """The command that checks the dataset of ``split`` as this run sees
+    it: with the config that mmengine's ``Runner`` dumps into the work dir,
+    which holds the ``--cfg-options`` too, once it is there."""
+    config = cfg.filename or 'CONFIG'
+    dumped = osp.join(cfg.get('work_dir') or '', osp.basename(config))
+    if cfg.filename and osp.isfile(dumped):
+        config = dumped
+    flag = '' if split == 'train' else f' --split {split}'
+    return f'python tools/misc/check_dataset.py {config}{flag}'
 
 
 def _is_local(path):
@@ -29,18 +54,27 @@ def _is_local(path):
 
 def check_data(cfg, split):
     """The data of ``{split}_dataloader`` and the ``ann_file`` of
-    ``{split}_evaluator`` (COCO metrics read it) exist."""
+    ``{split}_evaluator`` (COCO metrics read it) exist, and the COCO jsons
+    of the dataloader leave images to load and masks the loader can
+    load."""
     loader = cfg.get(f'{split}_dataloader')
     if not loader or 'dataset' not in loader:
         return
     key = f'{split}_dataloader'
+    local = []
     try:
         for ds_cfg, ds_key in _dataset_cfgs(cfg, key):
             if ds_cfg.get('backend_args') is None and _is_local(
                     ds_cfg.get('data_root') or ''):
                 _check_paths(ds_cfg, ds_key)
+                local.append((ds_cfg, ds_key))
     except DatasetConfigError as error:
         raise PreflightError(str(error)) from None
+    for ds_cfg, ds_key in local:
+        problems = read_coco_run_problems(ds_cfg, ds_key)
+        if problems:
+            raise DataError(f'{problems[0]}; then check the whole dataset '
+                            f'with: {checker_command(cfg, split)}')
     evaluators = cfg.get(f'{split}_evaluator') or []
     if isinstance(evaluators, dict):
         evaluators = [(f'{split}_evaluator', evaluators)]
@@ -108,7 +142,7 @@ def check_checkpoint_flags(cfg):
         else:
             source = '--resume'
             fix = ('pass an existing .pth, or --resume alone to continue '
-                   f"from the work dir's last_checkpoint")
+                   "from the work dir's last_checkpoint")
     else:
         source = 'load_from'
         fix = 'fix load_from (or --cfg-options load_from=...)'

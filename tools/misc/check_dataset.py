@@ -1,9 +1,12 @@
 """Check the dataset of an mmdet (COCO-style) or mmseg config.
 
 Prints images / instances (or pixels) per class and every annotation the
-stock loader would drop or choke on, and paints the ground truth of a few
-images (problematic ones first).  Exit status: 0 clean (warnings allowed),
-1 errors found, 2 the config points at missing data or cannot be built.
+stock loader would drop or choke on, decodes every image as the config's
+pipeline does (truncated / empty / missing files, EXIF orientation against
+the annotations), and paints the ground truth of a few images (problematic
+ones first).  Exit status: 0 clean (warnings allowed), 1 errors found, 2
+the config points at missing data or cannot be built.  docs/data_checks.md
+lists the checks.
 
 Example::
 
@@ -28,6 +31,9 @@ def parse_args():
                         '(default: work_dirs/check_dataset/<config>_<split>)')
     parser.add_argument('--show-number', type=int, default=4,
                         help='images to paint; 0: none')
+    parser.add_argument('--workers', type=int,
+                        help='threads decoding images (default: one per '
+                        'CPU, at most 8)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. '
                         'train_dataloader.dataset.data_root=data/coco/')
@@ -40,7 +46,8 @@ def main():
                                    f'{Path(args.config).stem}_{args.split}')
     try:
         report = check_dataset(args.config, args.split, out_dir,
-                               args.show_number, args.cfg_options)
+                               args.show_number, args.cfg_options,
+                               args.workers)
     except DatasetConfigError as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)
