@@ -26,10 +26,12 @@ from mmgcvit.engine.atomic_checkpoint import atomic_checkpoint_writes
 from mmgcvit.registry import scoped
 from mmgcvit.utils.fileio import atomic_open, remove_stale_temporaries
 from .cpu import cpu_gloo_launch, setup_cpu_fallbacks
-from .preflight import PreflightError, PreflightRunner, check_checkpoint_flags
+from .image_loading import one_line_image_errors
+from .preflight import (DataError, PreflightError, PreflightRunner,
+                        check_checkpoint_flags)
 
 # Errors about the user's input that the tools report in one line.
-ONE_LINE_ERRORS = (PreflightError, CheckpointError)
+ONE_LINE_ERRORS = (PreflightError, CheckpointError, DataError)
 
 
 def add_common_args(parser):
@@ -132,16 +134,17 @@ def enable_exact_resume(cfg):
 @contextmanager
 def run_context(cfg):
     """What our tools change in mmengine for one run, undone on leaving:
-    atomic checkpoint writes, safe checkpoint loading and, on a machine
-    without CUDA, the CPU (gloo) launch of distributed runs. On entry, the
-    partial files of checkpoint writes that were killed are removed from
-    the work dir."""
+    atomic checkpoint writes, safe checkpoint loading, one-line errors for
+    images that cannot be loaded and, on a machine without CUDA, the CPU
+    (gloo) launch of distributed runs. On entry, the partial files of
+    checkpoint writes that were killed are removed from the work dir."""
     for path in remove_stale_temporaries(cfg.work_dir):
         print_log(f'Removed {path}, left by a checkpoint write that was '
                   'killed.', logger='current', level=logging.WARNING)
     with ExitStack() as stack:
         stack.enter_context(atomic_checkpoint_writes())
         stack.enter_context(safe_checkpoint_loading())
+        stack.enter_context(one_line_image_errors(cfg))
         if cfg.get('launcher', 'none') != 'none' and \
                 not torch.cuda.is_available():
             stack.enter_context(cpu_gloo_launch())
