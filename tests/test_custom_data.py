@@ -50,11 +50,10 @@ def one_thread():
 
 
 def user_config(template, directory, **values):
-    """A copy of ``template`` in ``directory`` with the top-level settings
-    ``values`` edited (what the README asks a user to do), its ``_base_``
-    made absolute."""
-    text = template.read_text().replace(
-        "_base_ = './", f"_base_ = '{template.parent}/")
+    """A copy of ``template`` in ``directory`` (its ``mmgcvit::`` base
+    resolves anywhere) with the top-level settings ``values`` edited (what
+    the README asks a user to do)."""
+    text = template.read_text()
     for name, value in values.items():
         text, count = re.subn(rf'^{name} = .*$', f'{name} = {value!r}', text,
                               flags=re.M)

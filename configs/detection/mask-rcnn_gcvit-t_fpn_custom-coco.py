@@ -1,5 +1,6 @@
 # Mask R-CNN + FPN with GC ViT-T, fine-tuned on your own COCO-format
-# instance dataset (README: "Train on your own data"). Copy this file, then
+# instance dataset (docs/custom_data.md). Copy this file anywhere (it
+# inherits through `mmgcvit::`, which the installed package resolves), then
 # edit `classes`, `data_root` and, if your layout differs, the file names in
 # the dataloaders below. Layout assumed here:
 #
@@ -12,7 +13,7 @@
 # Schedule: the inherited 1x (12 epochs, x0.1 at 8 and 11, validation and a
 # checkpoint every epoch); its AdamW lr 1e-4 is for 16 images per
 # iteration, add --auto-scale-lr to rescale it to your GPUs x 2 images.
-_base_ = './mask-rcnn_gcvit-t_fpn_1x_coco.py'
+_base_ = 'mmgcvit::detection/mask-rcnn_gcvit-t_fpn_1x_coco.py'
 
 # The json category names to train on, listed in the json's category order:
 # CocoDataset gives label i to the i-th of these categories in that order
@@ -25,9 +26,9 @@ num_classes = len(classes)
 
 # Starting weights, pick one:
 # (a) ImageNet GC ViT-T for the backbone, heads from scratch: the inherited
-#     model.backbone.init_cfg loads checkpoints/gcvit_1k_tiny.pth.tar (the
-#     NVlabs release, https://huggingface.co/nvidia/GCViT); keep
-#     load_from = None.
+#     model.backbone.init_cfg downloads NVlabs' ImageNet-1K weights (timm's
+#     release file, cached; NVlabs' licence CC-BY-NC-SA-4.0) on first use;
+#     keep load_from = None.
 # (b) a whole COCO-trained GC ViT-T Mask R-CNN (e.g. the epoch_36.pth of
 #     mask-rcnn_gcvit-t_fpn_ms-crop-3x_coco.py): set load_from to its path
 #     and model.backbone.init_cfg=None. Every weight is reused except the

@@ -1,5 +1,6 @@
 # UPerNet + GC ViT-T fine-tuned on your own semantic segmentation data
-# (README: "Train on your own data"). Copy this file, then edit the
+# (docs/custom_data.md). Copy this file anywhere (it inherits through
+# `mmgcvit::`, which the installed package resolves), then edit the
 # settings up to `num_classes`. Layout assumed here (mmseg's BaseSegDataset
 # pairs an image and its label PNG by file stem):
 #
@@ -9,7 +10,7 @@
 #
 # Schedule: 20k iterations of 2 images per GPU (the inherited recipe's
 # AdamW lr 6e-5 is for 8 GPUs x 2), validation and a checkpoint every 2k.
-_base_ = './upernet_gcvit-t_8xb2-160k_ade20k-512x512.py'
+_base_ = 'mmgcvit::segmentation/upernet_gcvit-t_8xb2-160k_ade20k-512x512.py'
 
 classes = ('background', 'crack')
 # One RGB colour per class, for painted ground truth and predictions.
@@ -28,9 +29,9 @@ num_classes = len(classes)
 
 # Starting weights, pick one:
 # (a) ImageNet GC ViT-T for the backbone, heads from scratch: the inherited
-#     model.backbone.init_cfg loads checkpoints/gcvit_1k_tiny.pth.tar (the
-#     NVlabs release, https://huggingface.co/nvidia/GCViT); keep
-#     load_from = None.
+#     model.backbone.init_cfg downloads NVlabs' ImageNet-1K weights (timm's
+#     release file, cached; NVlabs' licence CC-BY-NC-SA-4.0) on first use;
+#     keep load_from = None.
 # (b) a whole ADE20K-trained GC ViT-T UPerNet (e.g. the iter_160000.pth of
 #     upernet_gcvit-t_8xb2-160k_ade20k-512x512.py): set load_from to its
 #     path and model.backbone.init_cfg=None. Every weight is reused except
