@@ -29,10 +29,11 @@ FORMAT_VERSION = 1
 JPEG_QUALITY = 95
 SPLITS = ('train', 'val')
 
-# The first three COCO classes (with their COCO ids 1, 2, 3): CocoDataset
-# numbers the json categories it finds among its classes in id order, so
-# only a prefix of COCO's class list keeps every name under its own label
-# in an unmodified 80-class config.
+# The first three COCO classes (with their COCO ids 1, 2, 3, listed in that
+# order): CocoDataset numbers the json categories it finds among its
+# classes in the order of the json's categories list, so only a prefix of
+# COCO's class list keeps every name under its own label in an unmodified
+# 80-class config.
 DEFAULT_COCO_CLASSES = ('person', 'bicycle', 'car')
 DEFAULT_ADE20K_CLASSES = ('sky', 'floor', 'tree')
 DEFAULT_SEG_CLASSES = ('background', 'road', 'grass')
