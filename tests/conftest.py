@@ -1,15 +1,20 @@
-"""Shared pytest fixtures: small generated datasets, made once per session.
+"""Shared pytest fixtures: small generated datasets, made once per session,
+and the check that no test leaves mmengine / mmcv patched.
 
-Both are learnable (one shape / texture per class) and in the stock on-disk
-formats, so stock mmdet / mmseg configs load them unchanged; see
-``mmgcvit/datasets/synthetic.py``.
+Both datasets are learnable (one shape / texture per class) and in the
+stock on-disk formats, so stock mmdet / mmseg configs load them unchanged;
+see ``mmgcvit/dataset_tools/synthetic.py``.
 """
 import pytest
 import torch
+from helpers import library_changes, library_state, restore_library_state
 
 from mmgcvit.dataset_tools import generate_ade20k, generate_coco
 
 NUM_TRAIN, NUM_VAL, IMG_SIZE = 16, 8, 128
+
+# Before any test module is imported: what every test must leave behind.
+UNPATCHED = library_state()
 
 
 @pytest.fixture(scope='session')
@@ -27,6 +32,27 @@ def ade20k_root(tmp_path_factory):
     ('sky', 'floor', 'tree') = label values 3, 4, 5 in the PNGs."""
     root = tmp_path_factory.mktemp('data') / 'ade20k'
     return str(generate_ade20k(root, NUM_TRAIN, NUM_VAL, IMG_SIZE).data_root)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def unpatched_libraries():
+    """The objects our tools patch in mmengine / mmcv (and torch's
+    ``weights_only`` allow-list), as the session found them."""
+    return UNPATCHED
+
+
+@pytest.fixture(autouse=True)
+def leaves_libraries_unpatched(unpatched_libraries):
+    """Fail the test that leaves any of them replaced (later tests would
+    run against a patched mmengine), then restore them for the next."""
+    yield
+    changed = library_changes(unpatched_libraries)
+    if changed:
+        restore_library_state(unpatched_libraries)
+        pytest.fail(
+            f'the test left {", ".join(changed)} patched: undo it '
+            '(monkeypatch, or the context manager that patches it)',
+            pytrace=False)
 
 
 @pytest.fixture(autouse=True)

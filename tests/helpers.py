@@ -1,16 +1,27 @@
 """Helpers shared by the test modules (no test module imports another):
 skips by torch version, small arches, running our tools and the upstream
 ones, and scaled-down versions of the shipped configs."""
+import contextlib
+import importlib
+import io
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import mmengine.dist.utils as mmengine_dist_utils
+import mmengine.hooks.checkpoint_hook as mmengine_checkpoint_hook
+import mmengine.runner.checkpoint as mmengine_checkpoint
+import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
+from mmengine.fileio.backends import LocalBackend
 from mmengine.registry import init_default_scope
 from mmengine.utils import digit_version, import_modules_from_strings
+from PIL import Image
 
 from mmgcvit.utils.torch_compat import has_cpu_amp
 
@@ -199,6 +210,9 @@ def small_detection_config(path, coco_root, arch='tiny', with_cp=False,
 
 
 SIZE = '(128,128)'
+# Images the scaled-down configs test on (det_scaled_down also trains on as
+# many).
+TEST_IMAGES = 4
 
 
 def det_scaled_down(coco_root, epochs=1, *more):
@@ -226,7 +240,7 @@ def det_scaled_down(coco_root, epochs=1, *more):
             f'{split}_dataloader.num_workers=0',
             f'{split}_dataloader.persistent_workers=False',
             f'{split}_dataloader.dataset.data_root={coco_root}/',
-            f'{split}_dataloader.dataset.indices=4',
+            f'{split}_dataloader.dataset.indices={TEST_IMAGES}',
         ]
     for split in ('val', 'test'):
         options += [
@@ -275,8 +289,239 @@ def seg_scaled_down(data_root):
     for split in ('val', 'test'):
         # The test pipeline's [1] Resize.
         options[f'{split}_dataloader.dataset.pipeline.1.scale'] = (256, 64)
-        # 4 images: TTA runs 12 passes on each.
-        options[f'{split}_dataloader.dataset.indices'] = 4
+        # TTA runs 12 passes on each image.
+        options[f'{split}_dataloader.dataset.indices'] = TEST_IMAGES
     return ['--cfg-options'] + [
         f'{key}={value}'.replace(' ', '') for key, value in options.items()
     ]
+
+
+# --- what our tools patch in mmengine / mmcv ---------------------------------
+
+_ABSENT = '<not set>'
+
+
+def _patch_points():
+    """(name, owner, attribute) of every library object that mmgcvit's
+    context managers replace for a run (``owner.__dict__[attribute]``, so
+    an attribute that is normally inherited or absent reads as absent)."""
+    from mmcv.ops.nms import NMSop
+    roi_align_module = importlib.import_module('mmcv.ops.roi_align')
+    return [
+        ('LocalBackend.put', LocalBackend, 'put'),
+        ('LocalBackend.put_text', LocalBackend, 'put_text'),
+        ('mmengine.hooks.checkpoint_hook.open', mmengine_checkpoint_hook,
+         'open'),
+        ('mmengine.dist.utils._init_dist_pytorch', mmengine_dist_utils,
+         '_init_dist_pytorch'),
+        ('CheckpointLoader._schemes', mmengine_checkpoint.CheckpointLoader,
+         '_schemes'),
+        *[(f'mmengine.runner.checkpoint.{name}', mmengine_checkpoint, name)
+          for name in ('load_from_local', 'load_from_http', 'load_url')],
+        ('NMSop.apply', NMSop, 'apply'),
+        ('mmcv.ops.roi_align.roi_align', roi_align_module, 'roi_align'),
+        ('sys.excepthook', sys, 'excepthook'),
+    ]
+
+
+def library_state():
+    """The objects our tools patch, by name, and the contents of the
+    registries they extend (compared by ``library_changes``)."""
+    state = {name: vars(owner).get(attribute, _ABSENT)
+             for name, owner, attribute in _patch_points()}
+    state['CheckpointLoader._schemes contents'] = dict(
+        mmengine_checkpoint.CheckpointLoader._schemes)
+    if hasattr(torch.serialization, 'get_safe_globals'):
+        state['torch safe globals'] = _safe_globals(own=False)
+    return state
+
+
+def _safe_globals(own):
+    """The ``weights_only`` allow-list: torch's own entries (``own``),
+    which torch adds as its modules are imported, or all the others."""
+    def is_torch(entry):
+        obj = entry[0] if isinstance(entry, tuple) else entry
+        return getattr(obj, '__module__', '').startswith('torch.')
+
+    return {entry for entry in torch.serialization.get_safe_globals()
+            if is_torch(entry) == own}
+
+
+def library_changes(before):
+    """Names of what differs from the ``library_state()`` ``before``:
+    another object (identity) or, for the registries, other contents."""
+    now = library_state()
+    return [
+        name for name, value in before.items()
+        if (now[name] != value if isinstance(value, (dict, set)) else
+            now[name] is not value)
+    ]
+
+
+def restore_library_state(before):
+    """Put back what ``library_state()`` recorded in ``before``."""
+    for name, owner, attribute in _patch_points():
+        if before[name] is _ABSENT:
+            if attribute in vars(owner):
+                delattr(owner, attribute)
+        else:
+            setattr(owner, attribute, before[name])
+    schemes = before['CheckpointLoader._schemes']
+    schemes.clear()
+    schemes.update(before['CheckpointLoader._schemes contents'])
+    if 'torch safe globals' in before:
+        torch_entries = _safe_globals(own=True)
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(
+            list(torch_entries | before['torch safe globals']))
+
+
+# --- metrics recomputed from dumped predictions ------------------------------
+
+# What mmdet's CocoMetric reports per IoU type, as indices of COCOeval.stats.
+COCO_STATS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
+# CocoMetric rounds to 3 decimals, IoUMetric percentages to 2; a
+# recomputation agrees to within half the last digit (plus float noise).
+COCO_TOLERANCE = 5e-4 + 1e-9
+SEG_TOLERANCE = 5e-3 + 1e-6
+
+
+def load_dump(path):
+    """The list of data samples ``DumpResults`` / ``DumpDetResults`` (our
+    tools' ``--out``) pickled, written by the test itself."""
+    with open(path, 'rb') as f:
+        return pickle.load(f)
+
+
+def with_dumped_predictions(config, dump, directory):
+    """A config in ``directory`` that is ``config`` with mmengine's
+    ``DumpResults`` appended to its test evaluator, pickling every
+    evaluated data sample (predictions included) to ``dump``."""
+    evaluator = Config.fromfile(config).test_evaluator
+    evaluators = [e.to_dict() for e in (
+        evaluator if isinstance(evaluator, list) else [evaluator])]
+    path = Path(directory) / f'{Path(config).stem}_dump.py'
+    path.write_text(
+        f'_base_ = {str(config)!r}\n'
+        f'test_evaluator = {evaluators!r} + '
+        f'[dict(type="DumpResults", out_file_path={str(dump)!r})]\n')
+    return path
+
+
+def _xywh(box):
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+def _coco_results(samples, cat_ids, iou_type):
+    results = []
+    for sample in samples:
+        pred = sample['pred_instances']
+        for i, label in enumerate(pred['labels'].tolist()):
+            result = dict(image_id=sample['img_id'],
+                          category_id=cat_ids[label],
+                          score=float(pred['scores'][i]))
+            if iou_type == 'bbox':
+                result['bbox'] = _xywh(pred['bboxes'][i])
+            else:
+                rle = dict(pred['masks'][i])
+                if isinstance(rle['counts'], bytes):
+                    rle['counts'] = rle['counts'].decode()
+                result['segmentation'] = rle
+            results.append(result)
+    return results
+
+
+def coco_map_from_dump(dump, ann_file):
+    """CocoMetric's ``coco/{bbox,segm}_<stat>`` (unrounded), recomputed
+    with pycocotools' COCOeval from the predictions of a ``DumpDetResults``
+    pickle against the annotation json.
+
+    As CocoMetric does: label ``i`` is the json's ``i``-th category, every
+    image of the json is scored (those without predictions too), up to
+    1000 detections per image."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    samples = load_dump(dump)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann_file))
+        cat_ids = [c['id'] for c in json.loads(
+            Path(ann_file).read_text())['categories']]
+        metrics = {}
+        for iou_type in ('bbox', 'segm'):
+            coco_eval = COCOeval(
+                gt, gt.loadRes(_coco_results(samples, cat_ids, iou_type)),
+                iou_type)
+            coco_eval.params.maxDets = [100, 300, 1000]
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+            metrics.update({f'coco/{iou_type}_{name}': coco_eval.stats[i]
+                            for i, name in enumerate(COCO_STATS)})
+    return metrics
+
+
+def assert_coco_metrics_recomputed(metrics, dump, ann_file, num_images):
+    """``tools/test.py``'s COCO ``metrics`` came from predictions on the
+    first ``num_images`` images of ``ann_file`` (the test dataset's
+    ``indices``), each once, and equal pycocotools' own evaluation of
+    those predictions (``dump``: the run's ``--out``)."""
+    images = json.loads(Path(ann_file).read_text())['images']
+    seen = sorted(sample['img_id'] for sample in load_dump(dump))
+    assert seen == sorted(image['id'] for image in images[:num_images]), (
+        f'evaluated images {seen}, not the first {num_images} of {ann_file}')
+    expected = coco_map_from_dump(dump, ann_file)
+    reported = {key: metrics.get(key) for key in expected}
+    assert reported == pytest.approx(expected, abs=COCO_TOLERANCE), (
+        f'reported {reported}, pycocotools says {expected}')
+
+
+def miou_from_dump(dump, ann_dir, num_classes, reduce_zero_label,
+                   ignore_index=255, seg_map_suffix='.png'):
+    """IoUMetric's ``aAcc`` / ``mIoU`` / ``mAcc`` (percent, unrounded),
+    recomputed in numpy from the predicted label maps of a ``DumpResults``
+    pickle and the ground-truth PNGs in ``ann_dir`` (paired by file stem).
+
+    ``reduce_zero_label``: PNG value 0 is unlabelled (ignored) and value
+    ``k`` is class ``k - 1``, as mmseg's ``LoadAnnotations`` reads it."""
+    intersect, pred_area, label_area = (np.zeros(num_classes, np.int64)
+                                        for _ in range(3))
+    for sample in load_dump(dump):
+        pred = np.asarray(sample['pred_sem_seg']['data']).squeeze(0)
+        stem = Path(sample['img_path']).stem
+        label = np.array(Image.open(Path(ann_dir) / f'{stem}{seg_map_suffix}'),
+                         dtype=np.int64)
+        if reduce_zero_label:
+            # mmseg's reduction: 0 and 255 become 255, k becomes k - 1.
+            label = np.where((label == 0) | (label == 255), 255, label - 1)
+        assert pred.shape == label.shape, (stem, pred.shape, label.shape)
+        valid = label != ignore_index
+        pred, label = pred[valid], label[valid]
+        assert pred.min(initial=0) >= 0 and pred.max(initial=0) < \
+            num_classes, f'{stem}: predicted labels beyond {num_classes}'
+        intersect += np.bincount(pred[pred == label], minlength=num_classes)
+        pred_area += np.bincount(pred, minlength=num_classes)
+        label_area += np.bincount(label, minlength=num_classes)
+    union = pred_area + label_area - intersect
+    with np.errstate(divide='ignore', invalid='ignore'):
+        iou, acc = intersect / union, intersect / label_area
+    return dict(aAcc=100 * intersect.sum() / label_area.sum(),
+                mIoU=100 * np.nanmean(iou), mAcc=100 * np.nanmean(acc))
+
+
+def assert_miou_recomputed(metrics, dump, img_dir, ann_dir, num_images,
+                           **dataset):
+    """``tools/test.py``'s IoUMetric ``metrics`` came from predictions on
+    the first ``num_images`` images of ``img_dir`` (mmseg's dataset order:
+    sorted paths; the test dataset's ``indices``), each once, and equal a
+    numpy recomputation from those predictions and the label PNGs
+    (``dataset``: the keyword arguments of ``miou_from_dump``)."""
+    seen = sorted(Path(sample['img_path']).name
+                  for sample in load_dump(dump))
+    expected_images = sorted(p.name for p in Path(img_dir).iterdir())
+    assert seen == expected_images[:num_images], (
+        f'evaluated images {seen}, not the first {num_images} of {img_dir}')
+    expected = miou_from_dump(dump, ann_dir, **dataset)
+    reported = {key: metrics.get(key) for key in expected}
+    assert reported == pytest.approx(expected, abs=SEG_TOLERANCE), (
+        f'reported {reported}, numpy says {expected}')

@@ -1,0 +1,310 @@
+"""What ``import mmgcvit`` and our tools do to the process, and how the
+package and the tests are put together.
+
+- ``import mmgcvit`` loads only the backbone, the checkpoint reader and the
+  registry (no pycocotools, dataset tooling, engine, cli or analysis
+  modules) and registers nothing into mmengine's registries; the engine
+  components still resolve by their ``mmgcvit.`` names through mmdet's and
+  mmseg's registries, which import ``mmgcvit.engine`` on first use.
+- Every context manager that patches mmengine / mmcv restores it on
+  leaving, also when the block raises (``conftest.py`` checks the same
+  after every test of the suite).
+- No module of ``mmgcvit`` imports one that imports it back; no test module
+  imports another.
+"""
+import ast
+import contextlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import REPO, library_changes, library_state
+from mmengine.config import Config
+
+from mmgcvit.checkpoint import safe_checkpoint_loading
+from mmgcvit.cli.cpu import cpu_gloo_launch
+from mmgcvit.cli.launch import run_context
+from mmgcvit.engine import atomic_checkpoint_writes, mmcv_ops_in_fp32
+
+# --- what import mmgcvit loads and registers ---------------------------------
+
+IMPORTED_BY_MMGCVIT = [
+    'mmgcvit',
+    'mmgcvit.checkpoint',
+    'mmgcvit.checkpoint.allow_list',
+    'mmgcvit.checkpoint.loading',
+    'mmgcvit.models',
+    'mmgcvit.models.backbones',
+    'mmgcvit.models.backbones.biased_attention',
+    'mmgcvit.models.backbones.gcvit',
+    'mmgcvit.models.backbones.gcvit_arch',
+    'mmgcvit.models.backbones.gcvit_converter',
+    'mmgcvit.models.backbones.window_attention',
+    'mmgcvit.registry',
+    'mmgcvit.utils',
+    'mmgcvit.utils.fileio',
+    'mmgcvit.utils.torch_compat',
+    'mmgcvit.version',
+]
+# Modules that are the tools' business, not a config's custom_imports'.
+NOT_AT_IMPORT = ('pycocotools', 'mmgcvit.dataset_tools', 'mmgcvit.engine',
+                 'mmgcvit.cli', 'mmgcvit.analysis')
+
+LIST_MODULES = ("import mmgcvit, sys; print(sorted(m for m in sys.modules if "
+                "m.startswith(('pycocotools', 'mmgcvit'))))")
+
+# Runs `import mmgcvit` between two looks at mmengine's root registries,
+# then looks our components up through mmdet's and mmseg's registries.
+REGISTRIES = '''
+import json, sys
+import mmcv.cnn, mmengine.runner  # their own registrations, made on import
+from mmengine.registry import HOOKS, LOOPS, OPTIM_WRAPPERS
+roots = dict(HOOKS=HOOKS, LOOPS=LOOPS, OPTIM_WRAPPERS=OPTIM_WRAPPERS)
+before = {name: set(r._module_dict) for name, r in roots.items()}
+import mmgcvit
+gained = {name: sorted(set(r._module_dict) - before[name])
+          for name, r in roots.items()}
+engine_at_import = 'mmgcvit.engine' in sys.modules
+import mmdet.registry, mmseg.registry
+resolved = {}
+for library in (mmdet.registry, mmseg.registry):
+    for registry, name in ((library.OPTIM_WRAPPERS, 'CPUAmpOptimWrapper'),
+                           (library.HOOKS, 'RNGStateHook'),
+                           (library.LOOPS, 'ResumableEpochBasedTrainLoop')):
+        cls = registry.get(f'mmgcvit.{name}')
+        resolved[f'{library.__name__}.{registry.name}:{name}'] = (
+            None if cls is None else f'{cls.__module__}.{cls.__qualname__}')
+print(json.dumps(dict(gained=gained, engine_at_import=engine_at_import,
+                      resolved=resolved)))
+'''
+
+
+def python(code):
+    """stdout of ``python -c code`` in a fresh interpreter, run from the
+    checkout."""
+    result = subprocess.run([sys.executable, '-c', code], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_import_loads_only_the_backbone_modules():
+    modules = python(LIST_MODULES).strip()
+    loaded = ast.literal_eval(modules)
+    assert not [m for m in loaded if m.startswith(NOT_AT_IMPORT)], modules
+    # The .pth start-up hook of an installed mmgcvit (mmgcvit::
+    # config bases) is in every process of that Python, mmgcvit or not.
+    hook = ['mmgcvit_config_hook'] if 'mmgcvit_config_hook' in \
+        sys.modules else []
+    assert loaded == sorted(IMPORTED_BY_MMGCVIT + hook)
+
+
+@pytest.fixture(scope='module')
+def fresh_registries():
+    return json.loads(python(REGISTRIES).splitlines()[-1])
+
+
+def test_import_registers_nothing_into_mmengine(fresh_registries):
+    assert fresh_registries['gained'] == dict(
+        HOOKS=[], LOOPS=[], OPTIM_WRAPPERS=[])
+    assert not fresh_registries['engine_at_import']
+
+
+def test_engine_components_resolve_through_downstream_registries(
+        fresh_registries):
+    expected = {
+        'CPUAmpOptimWrapper': 'mmgcvit.engine.amp.CPUAmpOptimWrapper',
+        'RNGStateHook': 'mmgcvit.engine.resume.RNGStateHook',
+        'ResumableEpochBasedTrainLoop':
+        'mmgcvit.engine.resume.ResumableEpochBasedTrainLoop',
+    }
+    resolved = fresh_registries['resolved']
+    assert len(resolved) == 2 * len(expected), resolved
+    for key, cls in resolved.items():
+        assert key.startswith(('mmdet.registry.', 'mmseg.registry.'))
+        assert cls == expected[key.split(':')[1]], key
+
+
+# --- context managers restore what they patch --------------------------------
+
+ATOMIC_WRITES = {'LocalBackend.put', 'LocalBackend.put_text',
+                 'mmengine.hooks.checkpoint_hook.open'}
+SAFE_LOADING = {'CheckpointLoader._schemes',
+                'CheckpointLoader._schemes contents',
+                'mmengine.runner.checkpoint.load_from_local',
+                'mmengine.runner.checkpoint.load_from_http',
+                'mmengine.runner.checkpoint.load_url'}
+GLOO_LAUNCH = {'mmengine.dist.utils._init_dist_pytorch'}
+# run_context only enters cpu_gloo_launch without CUDA.
+DIST_RUN = ATOMIC_WRITES | SAFE_LOADING | (
+    set() if torch.cuda.is_available() else GLOO_LAUNCH)
+
+# name: (context manager for a work dir, what it patches inside).
+CONTEXTS = {
+    'run_context': (lambda work_dir: run_context(
+        Config(dict(work_dir=str(work_dir), launcher='pytorch'))), DIST_RUN),
+    'atomic_checkpoint_writes': (lambda _: atomic_checkpoint_writes(),
+                                 ATOMIC_WRITES),
+    'mmcv_ops_in_fp32': (lambda _: mmcv_ops_in_fp32(),
+                         {'NMSop.apply', 'mmcv.ops.roi_align.roi_align'}),
+    'cpu_gloo_launch': (lambda _: cpu_gloo_launch(), GLOO_LAUNCH),
+    'safe_checkpoint_loading': (lambda _: safe_checkpoint_loading(),
+                                SAFE_LOADING),
+}
+
+
+class _Raised(Exception):
+    pass
+
+
+@pytest.mark.parametrize('raises', [False, True], ids=['exit', 'raise'])
+@pytest.mark.parametrize('name', list(CONTEXTS))
+def test_context_manager_restores_libraries(name, raises, tmp_path):
+    enter, patches = CONTEXTS[name]
+    before = library_state()
+    expect = pytest.raises(_Raised) if raises else contextlib.nullcontext()
+    with expect:
+        with enter(tmp_path):
+            assert set(library_changes(before)) == patches
+            if raises:
+                raise _Raised
+    assert library_changes(before) == []
+
+
+# --- import structure --------------------------------------------------------
+
+
+def module_names(root, package):
+    """{dotted module name: file} of the package folder ``root``."""
+    names = {}
+    for path in sorted(Path(root).rglob('*.py')):
+        parts = list(path.relative_to(Path(root).parent).with_suffix('').parts)
+        if parts[-1] == '__init__':
+            parts.pop()
+        names['.'.join(parts)] = path
+    assert package in names, f'{root} has no __init__.py'
+    return names
+
+
+def imported_modules(name, path, modules):
+    """The modules of ``modules`` that module ``name`` (file ``path``)
+    imports anywhere in its code, functions included: ``import a.b``,
+    ``from a import b`` (the submodule ``a.b`` if there is one, else
+    ``a``) and relative imports."""
+    is_package = path.name == '__init__.py'
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:
+                package = name.split('.')
+                if not is_package:
+                    package.pop()
+                package = package[:len(package) - node.level + 1]
+                base = '.'.join(package + ([base] if base else []))
+            targets = [f'{base}.{alias.name}'
+                       if f'{base}.{alias.name}' in modules else base
+                       for alias in node.names]
+        else:
+            continue
+        found.update(t for t in targets if t in modules)
+    return found
+
+
+def import_cycles(root, package):
+    """Each cycle of imports among the modules of ``root``, as a list of
+    names from a module back to itself (one per strongly connected set)."""
+    modules = module_names(root, package)
+    graph = {name: sorted(imported_modules(name, path, modules))
+             for name, path in modules.items()}
+    # Tarjan's strongly connected components.
+    index, low, stack, on_stack, components = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for child in graph[node]:
+            if child not in index:
+                visit(child)
+                low[node] = min(low[node], low[child])
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+        if low[node] == index[node]:
+            component = set()
+            while node not in component:
+                component.add(stack.pop())
+            on_stack.difference_update(component)
+            components.append(component)
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    cycles = []
+    for component in components:
+        start = min(component)
+        if len(component) > 1 or start in graph[start]:
+            cycles.append(_path_back(graph, component, start))
+    return cycles
+
+
+def _path_back(graph, component, start):
+    """A path of imports from ``start`` back to it inside ``component``."""
+    paths = [[start]]
+    seen = set()
+    while paths:
+        path = paths.pop(0)
+        for child in graph[path[-1]]:
+            if child == start:
+                return path + [start]
+            if child in component and child not in seen:
+                seen.add(child)
+                paths.append(path + [child])
+    raise AssertionError(f'no cycle through {start}')
+
+
+def test_import_walk_finds_cycles(tmp_path):
+    """The walker itself: a cycle through a relative import, a
+    ``from package import submodule`` and a function-level import."""
+    package = tmp_path / 'pkg'
+    (package / 'sub').mkdir(parents=True)
+    (package / '__init__.py').write_text('')
+    (package / 'a.py').write_text('from . import b\n')
+    (package / 'b.py').write_text('def f():\n    from pkg.sub import c\n')
+    (package / 'sub' / '__init__.py').write_text('')
+    (package / 'sub' / 'c.py').write_text('from ..a import x\n')
+    (package / 'leaf.py').write_text('import pkg.a\nimport os\n')
+    assert import_cycles(package, 'pkg') == [
+        ['pkg.a', 'pkg.b', 'pkg.sub.c', 'pkg.a']
+    ]
+
+
+def test_mmgcvit_has_no_import_cycles():
+    cycles = import_cycles(REPO / 'mmgcvit', 'mmgcvit')
+    assert cycles == [], '\n'.join(' -> '.join(c) for c in cycles)
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in ``helpers.py`` (and fixtures in
+    ``conftest.py``), never in a test module another one imports."""
+    tests = Path(__file__).parent
+    test_modules = {p.stem for p in tests.glob('test_*.py')} | {'conftest'}
+    offenders = []
+    for path in sorted(tests.glob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or '']
+                if node.level:  # from . import test_x
+                    names += [alias.name for alias in node.names]
+            else:
+                continue
+            offenders += [f'{path.name} imports {name}' for name in names
+                          if name.split('.')[0] in test_modules]
+    assert offenders == []
