@@ -296,6 +296,144 @@ def seg_scaled_down(data_root):
     ]
 
 
+# --- hostile checkpoints -----------------------------------------------------
+# Each builder writes a checkpoint that does harm when loaded without
+# mmgcvit's checks; tests load them in a fresh process, where a crash shows.
+
+class Reduce:
+    """Pickles as ``fn(*args)``, then ``BUILD(state)`` if a state is given:
+    the two pickle operations every payload below is made of."""
+
+    def __init__(self, fn, args, state=None):
+        self.fn, self.args, self.state = fn, args, state
+
+    def __reduce__(self):
+        return (self.fn, self.args) + (() if self.state is None else
+                                       (self.state, ))
+
+
+def _history_buffer(**extra_state):
+    """A HistoryBuffer that pickles with ``extra_state`` in its state."""
+    from mmengine.logging import HistoryBuffer
+    buffer = HistoryBuffer([1.], [1])
+    state = dict(vars(buffer), **extra_state)
+    buffer.__getstate__ = lambda: state  # what pickle saves
+    return buffer
+
+
+def payload_shell(path, marker):
+    """Runs ``touch marker`` through ``os.system``."""
+    torch.save(Reduce(os.system, (f'touch {marker}', )), path)
+
+
+# An object dtype whose flags are reset: numpy then takes raw bytes for a
+# PyObject pointer.
+_OBJECT_DTYPE_FLAGS_RESET = (3, '|', None, None, None, -1, -1, 0)
+
+
+def _object_dtype():
+    import numpy as np
+    return Reduce(np.dtype, ('O', False, True), _OBJECT_DTYPE_FLAGS_RESET)
+
+
+def payload_object_scalar(path):
+    """``numpy scalar(object dtype, raw bytes)``: dereferences 0x4141..."""
+    import numpy as np
+    torch.save(Reduce(np.core.multiarray.scalar,
+                      (_object_dtype(), b'\x41' * 8)), path)
+
+
+def payload_object_array(path):
+    """An object array whose data are raw bytes."""
+    import numpy as np
+    torch.save(Reduce(np.core.multiarray._reconstruct,
+                      (np.ndarray, (0, ), b'b'),
+                      (1, (1, ), _object_dtype(), False, b'\x41' * 8)), path)
+
+
+def payload_history_remap(path):
+    """A HistoryBuffer whose state maps ``mean`` to ``max``: mmengine's
+    ``__setstate__`` writes that into the class for the whole process."""
+    from mmengine.logging import HistoryBuffer
+    torch.save(_history_buffer(
+        statistics_methods={'mean': HistoryBuffer.max}), path)
+
+
+def payload_history_getattr(path):
+    """Adds ``__subclasses__`` to the statistics names the old allow-list
+    let ``getattr`` fetch, then fetches it."""
+    from mmengine.logging import HistoryBuffer
+    first = _history_buffer(
+        statistics_methods={'__subclasses__': HistoryBuffer.mean})
+    torch.save([first, Reduce(getattr, (HistoryBuffer, '__subclasses__'))],
+               path)
+
+
+def _save_pickle(path, data):
+    """A torch checkpoint file holding the pickle bytes ``data``."""
+    import zipfile
+    torch.save(None, path)
+    with zipfile.ZipFile(path) as archive:
+        entries = {i.filename: archive.read(i) for i in archive.infolist()}
+    entries[next(n for n in entries if n.endswith('/data.pkl'))] = data
+    with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+
+
+def _build_again(obj, state):
+    """The pickle of ``obj`` followed by a second ``BUILD`` of it with
+    ``state``: the opcodes a hand-made file can hold."""
+    import pickle
+    data = pickle.dumps(obj, protocol=2)
+    assert data.endswith(pickle.STOP)
+    return data[:-1] + pickle.dumps(state, protocol=2)[2:-1] + \
+        pickle.BUILD + pickle.STOP
+
+
+def payload_history_setstate(path):
+    """Plants ``__setstate__`` (here ``_codecs.encode``, any admitted
+    callable would do) in a buffer's instance dict, then ``BUILD``s the
+    buffer again: the planted callable runs with the attacker's argument."""
+    import codecs
+    _save_pickle(path, _build_again(_history_buffer(
+        __setstate__=codecs.encode), 'argument of our choice'))
+
+
+def payload_history_rebuild(path):
+    """A valid buffer ``BUILD`` twice: the second would run mmengine's
+    ``__setstate__`` on an already rebuilt object."""
+    buffer = _history_buffer()
+    _save_pickle(path, _build_again(buffer, buffer.__getstate__()))
+
+
+@contextlib.contextmanager
+def serve_folder(folder):
+    """An HTTP server on 127.0.0.1 serving ``folder``; yields its base URL
+    and the list of request paths it answered."""
+    import functools
+    import http.server
+    import threading
+
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(
+        ('127.0.0.1', 0),
+        functools.partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_port}', requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- what our tools patch in mmengine / mmcv ---------------------------------
 
 _ABSENT = '<not set>'
@@ -525,3 +663,26 @@ def assert_miou_recomputed(metrics, dump, img_dir, ann_dir, num_images,
     reported = {key: metrics.get(key) for key in expected}
     assert reported == pytest.approx(expected, abs=SEG_TOLERANCE), (
         f'reported {reported}, numpy says {expected}')
+
+
+@contextlib.contextmanager
+def mmengine_log():
+    """The messages mmengine's current logger emits inside the block, as
+    ``(level name, message)``; a handler rather than capsys, since the
+    logger may hold a stream from before a test's capture."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    class Records(logging.Handler):
+
+        def emit(self, record):
+            messages.append((record.levelname, record.getMessage()))
+
+    messages, handler = [], Records()
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)

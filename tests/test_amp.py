@@ -1,15 +1,14 @@
 """Mixed precision on CPU: ``CPUAmpOptimWrapper`` and the real Mask R-CNN
 GC ViT-T config trained 30 iterations at fp16 / bf16."""
 import json
-import logging
 
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 from mmengine.optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper
-from helpers import (DEVICES, TINY, TRAIN, rel_err, requires_cpu_amp,
-                     run_tool, skip_without_autocast, small_detection_config)
+from helpers import (DEVICES, TINY, TRAIN, mmengine_log, rel_err,
+                     requires_cpu_amp, run_tool, skip_without_autocast,
+                     small_detection_config)
 
 from mmgcvit.checkpoint import load_checkpoint
 from mmgcvit.cli import cpu
@@ -28,26 +27,10 @@ def toy_wrapper(**kwargs):
     return model, wrapper
 
 
-class _Records(logging.Handler):
-
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 def fallback_messages(cfg):
-    # The handler, not capsys: mmengine's logger may hold a stream from
-    # before this test's capture.
-    logger, records = MMLogger.get_current_instance(), _Records()
-    logger.addHandler(records)
-    try:
+    with mmengine_log() as messages:
         setup_cpu_fallbacks(cfg)
-    finally:
-        logger.removeHandler(records)
-    return records.messages
+    return [message for _, message in messages]
 
 
 def amp_config():

@@ -144,14 +144,15 @@ def download(url):
 
 # What torch's weights_only unpickler and our allow-list say when they
 # refuse an object (other unpickling errors mean a damaged file).
-_REFUSALS = ('Unsupported global', 'Can only build', 'Can only create',
+_REFUSALS = ('unsupported global', 'can only build', 'can only create',
              'unrecognized function', 'weights_only load refused')
 
 
 def _refusal(err):
-    lines = [line.strip() for line in str(err).splitlines()]
-    return next((line for line in lines
-                 if any(mark in line for mark in _REFUSALS)), lines[0])
+    """The line of a weights_only error that names the refused object, or
+    None when the error is not a refusal."""
+    return next((line.strip() for line in str(err).splitlines()
+                 if any(mark in line.lower() for mark in _REFUSALS)), None)
 
 
 def _first_line(err):
@@ -178,7 +179,7 @@ def _read(path, source, map_location):
             return torch.load(path, map_location=map_location,
                               weights_only=True)
     except pickle.UnpicklingError as err:
-        if not any(mark in str(err) for mark in _REFUSALS):
+        if _refusal(err) is None:
             raise _corrupt(source, err) from None
         raise CheckpointError(
             f'checkpoint {source} holds objects that are not weights, which '
