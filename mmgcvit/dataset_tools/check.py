@@ -411,13 +411,13 @@ def _left_out(coco, images, classes, drops_empty):
             touched.add(image)
     if not dropped:
         return None
-    listed = ', '.join(f'{names[c]!r} (id {c}) with {n}'
+    listed = ', '.join(f'{names[c]!r} (id {c}, {n} annotations)'
                        for c, n in dropped.most_common(5))
     more = f' and {len(dropped) - 5} more' if len(dropped) > 5 else ''
     lost = len(touched - kept_images)
-    images_note = (f'training drops the {lost} images left without any '
+    images_note = (f'training drops the {lost} image(s) left without any '
                    '(filter_empty_gt)' if drops_empty else
-                   f'{lost} images are left without any')
+                   f'{lost} image(s) are left without any')
     return (f'json categories outside metainfo.classes: {listed}{more}; the '
             f'loader drops these {sum(dropped.values())} annotations, and '
             f'{images_note}')
