@@ -134,11 +134,16 @@ def check_checkpoint_flags(cfg):
             last = osp.join(cfg.work_dir, 'last_checkpoint')
             if not osp.isfile(last):
                 return  # mmengine starts from scratch and says so
-            with open(last) as f:
-                load_from = f.read().strip()
-            source = f'{last} (written by --resume without a path)'
             fix = ('pass --resume with an existing checkpoint of '
                    f'{cfg.work_dir}, or delete {last} to start afresh')
+            with open(last, 'rb') as f:
+                try:
+                    load_from = f.read().decode().strip()
+                except UnicodeDecodeError:
+                    raise PreflightError(
+                        f'{last} (read by --resume without a path) is not '
+                        f'the text path of a checkpoint: {fix}.') from None
+            source = f'{last} (written by --resume without a path)'
         else:
             source = '--resume'
             fix = ('pass an existing .pth, or --resume alone to continue '
