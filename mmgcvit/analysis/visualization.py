@@ -35,8 +35,9 @@ from mmengine.registry import DATASETS, MODELS, init_default_scope
 from mmengine.runner import load_checkpoint
 from mmengine.visualization.utils import convert_overlay_heatmap
 
-from mmgcvit.utils.fileio import atomic_open
+from mmgcvit.checkpoint import safe_checkpoint_loading
 from mmgcvit.models.backbones.gcvit import GCViT, GlobalWindowAttention
+from mmgcvit.utils.fileio import atomic_open
 
 # Grid drawing: pixels between tiles, caption font scale.
 GAP = 4
@@ -175,8 +176,9 @@ def load_model(config, checkpoint=None, cfg_options=None):
             logger.setLevel(level)
         meta = {}
     else:
-        meta = load_checkpoint(model, checkpoint, map_location='cpu',
-                               logger='silent').get('meta', {})
+        with safe_checkpoint_loading():
+            meta = load_checkpoint(model, checkpoint, map_location='cpu',
+                                   logger='silent').get('meta', {})
     classes = meta.get('dataset_meta', {}).get('classes') or \
         _metainfo_classes(cfg)
     model.dataset_meta = dict(classes=tuple(classes))
