@@ -508,10 +508,11 @@ def is_coco_json(ds_cfg):
             ds_cfg.get('backend_args'):
         return False
     cls = _dataset_class(ds_cfg)
-    if not isinstance(cls, type):
+    try:
+        from mmdet.datasets import CocoDataset
+    except ImportError:  # an mmseg-only installation
         return False
-    from mmdet.datasets import CocoDataset
-    return issubclass(cls, CocoDataset)
+    return isinstance(cls, type) and issubclass(cls, CocoDataset)
 
 
 def _dataset_class(ds_cfg):
