@@ -64,7 +64,8 @@ def seg_copy(folder, data_root):
         "classes = ('background', 'crack')": f'classes = {SEG_CLASSES}',
         'palette = [[0, 0, 0], [255, 64, 0]]':
         'palette = [[220, 40, 40], [40, 220, 40], [40, 40, 220]]',
-        "data_root = 'data/my_seg_dataset/'": f'data_root = {str(data_root)!r}',
+        "data_root = 'data/my_seg_dataset/'":
+        f'data_root = {str(data_root)!r}',
     })
 
 
@@ -78,8 +79,8 @@ def test_template_inherits_through_the_package(template):
                          ids=['det', 'seg'])
 def test_unedited_copy_loads_as_the_template(template, tmp_path):
     copy = copy_template(template, tmp_path / 'elsewhere', {})
-    original, copied = (Config.fromfile(p).to_dict() for p in (template,
-                                                                copy))
+    original, copied = (Config.fromfile(path).to_dict()
+                        for path in (template, copy))
     assert copied == original
     assert copied['model']['backbone']['type'] == 'GCViT'
 

@@ -320,7 +320,8 @@ def test_train_tool_reports_a_missing_url_in_one_line(serve, tmp_path,
     config = small_detection_config(tmp_path / 'small.py', coco_root,
                                     arch='xxtiny', images=2)
     config.write_text(config.read_text().replace(
-        'init_cfg=None', f"init_cfg=dict(type='Pretrained', checkpoint={url!r})"))
+        'init_cfg=None',
+        f"init_cfg=dict(type='Pretrained', checkpoint={url!r})"))
     rc, output = run_tool([TRAIN, config, '--work-dir', tmp_path / 'work'],
                           cwd=tmp_path)
     assert rc != 0 and 'Traceback' not in output, output[-3000:]

@@ -1,0 +1,141 @@
+"""Predict with a trained detector or segmentor on an image or a folder.
+
+    python tools/inference.py CONFIG CHECKPOINT INPUT --out-dir DIR \\
+        [--device cpu] [--score-thr 0.3] [--cfg-options KEY=VALUE ...]
+
+A thin front to mmdet's ``DetInferencer`` and mmseg's ``MMSegInferencer``
+(the config's ``default_scope`` picks one); CHECKPOINT is read by
+mmgcvit's safe loader (a local file or an http(s) URL, ``weights_only``).
+INPUT is an image or a folder of images (not searched recursively). Writes
+
+- ``DIR/vis/<image name>``: the image with the predictions painted on it;
+- detection: ``DIR/preds/<image stem>.json``, mmdet's prediction dict
+  (``labels``, ``scores``, ``bboxes`` as x1, y1, x2, y2 in pixels of the
+  input image, ``masks`` as COCO RLE);
+- segmentation: ``DIR/pred/<image stem>.png``, the predicted class index of
+  every pixel (0 .. number of classes - 1).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+
+from mmgcvit.checkpoint import safe_checkpoint_loading
+from mmgcvit.cli.launch import ONE_LINE_ERRORS
+from mmgcvit.cli.preflight import PreflightError
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+DEFAULT_SCORE_THR = 0.3
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description='Predict with a trained detector / segmentor and paint '
+        'the predictions')
+    parser.add_argument('config', help='the config the model was trained with')
+    parser.add_argument('checkpoint', help='checkpoint file or http(s) URL')
+    parser.add_argument('input', help='an image, or a folder of images')
+    parser.add_argument(
+        '--out-dir', required=True,
+        help='where the painted images and the predictions are written')
+    parser.add_argument(
+        '--device', help='e.g. cpu, cuda:0 (default: cuda:0 if available)')
+    parser.add_argument(
+        '--score-thr', type=float,
+        help='detection only: lowest score of the boxes and masks painted '
+        f'(default {DEFAULT_SCORE_THR}); the json keeps every prediction')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings in the config, key=value pairs')
+    return parser
+
+
+def list_images(path):
+    """``path`` itself, or the images of the folder ``path``, sorted."""
+    if osp.isfile(path):
+        return [path]
+    if not osp.isdir(path):
+        raise PreflightError(f'input {path!r} does not exist: pass an '
+                             'image or a folder of images')
+    images = sorted(
+        osp.join(path, name) for name in os.listdir(path)
+        if name.lower().endswith(IMAGE_SUFFIXES)
+        and osp.isfile(osp.join(path, name)))
+    if not images:
+        raise PreflightError(
+            f'input folder {path!r} holds no images '
+            f'({", ".join(IMAGE_SUFFIXES)}): pass an image or a folder of '
+            'images')
+    return images
+
+
+def detect(cfg, args, images):
+    from mmdet.apis import DetInferencer
+    inferencer = DetInferencer(model=cfg, weights=args.checkpoint,
+                               device=args.device, show_progress=False)
+    score_thr = (DEFAULT_SCORE_THR
+                 if args.score_thr is None else args.score_thr)
+    for image in images:
+        inferencer(image, out_dir=args.out_dir, no_save_pred=False,
+                   pred_score_thr=score_thr)
+        yield image, osp.join(args.out_dir, 'preds', _stem(image) + '.json')
+
+
+def segment(cfg, args, images):
+    import numpy as np
+    from mmseg.apis import MMSegInferencer
+    from PIL import Image
+    inferencer = MMSegInferencer(model=cfg, weights=args.checkpoint,
+                                 device=args.device)
+    inferencer.show_progress = False
+    pred_dir = osp.join(args.out_dir, 'pred')
+    os.makedirs(pred_dir, exist_ok=True)
+    for image in images:
+        sample = inferencer(image, out_dir=args.out_dir,
+                            return_datasamples=True)
+        labels = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+        path = osp.join(pred_dir, _stem(image) + '.png')
+        Image.fromarray(labels).save(path)
+        yield image, path
+
+
+def _stem(path):
+    return osp.splitext(osp.basename(path))[0]
+
+
+TASKS = dict(mmdet=detect, mmseg=segment)
+
+
+def main():
+    parser = build_parser()
+    args = parser.parse_args()
+    try:
+        if not osp.isfile(args.config):
+            raise PreflightError(
+                f'config file {args.config!r} does not exist: pass the '
+                'config the model was trained with')
+        images = list_images(args.input)
+        cfg = Config.fromfile(args.config)
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
+        scope = cfg.get('default_scope')
+        if scope not in TASKS:
+            parser.error(f'config {args.config} has default_scope={scope!r}:'
+                         " pass an mmdet ('mmdet') or mmseg ('mmseg') config")
+        if scope == 'mmseg' and args.score_thr is not None:
+            parser.error('--score-thr applies to detection configs only: '
+                         'drop it')
+        with safe_checkpoint_loading():
+            for image, prediction in TASKS[scope](cfg, args, images):
+                print(f'{image} -> {osp.join(args.out_dir, "vis")}, '
+                      f'{prediction}')
+    except ONE_LINE_ERRORS as err:
+        sys.exit(f'{parser.prog}: error: {err}')
+    print(f'{len(images)} images: painted predictions in '
+          f'{osp.join(args.out_dir, "vis")}')
+
+
+if __name__ == '__main__':
+    main()
