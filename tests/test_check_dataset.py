@@ -454,6 +454,20 @@ def test_exif_turn_matching_annotations_and_unknown_turns(tmp_path,
     assert Path(png).stem == flipped.stem
 
 
+def test_exif_image_whose_size_fits_no_frame(tmp_path, wide_coco):
+    root = wide_coco.data_root
+    tagged = sorted((root / 'train2017').glob('*.jpg'))[0]
+    tag_orientation(tagged, 6)
+    ann_file = root / 'annotations' / 'instances_train2017.json'
+    data = json.loads(ann_file.read_text())
+    data['images'][0].update(width=80, height=50)
+    ann_file.write_text(json.dumps(data))
+    report = check_dataset(det_config(tmp_path, root))
+    assert f'{tagged.name}: orientation 6, decoded 64x96, annotated 80x50: ' \
+        'the json width / height fit neither the stored nor the turned ' \
+        'pixels' in report.errors, report.format()
+
+
 def test_exif_turn_against_segmentation_labels(tmp_path):
     ade = generate_ade20k(tmp_path / 'ade', num_train=2, num_val=1,
                           img_size=WIDE)

@@ -174,14 +174,10 @@ class _Decoded:
 
 def _image_loader(dataset):
     """The pipeline's ``LoadImageFromFile`` (what a run decodes images
-    with) and its index in the pipeline; mmcv's defaults and None when the
-    pipeline has none."""
+    with); mmcv's defaults when the pipeline has none."""
     from mmcv.transforms import LoadImageFromFile
-    transforms = getattr(dataset.pipeline, 'transforms', [])
-    for index, transform in enumerate(transforms):
-        if isinstance(transform, LoadImageFromFile):
-            return transform, index
-    return LoadImageFromFile(), None
+    return next((t for t in getattr(dataset.pipeline, 'transforms', [])
+                 if isinstance(t, LoadImageFromFile)), LoadImageFromFile())
 
 
 def _decode(path, loader):
@@ -268,7 +264,8 @@ def _check_orientation(rows, loader, keys, annotated, report):
     loader decodes (turned or stored) with the size its annotation has.
 
     Args:
-        rows: ``(name, _Decoded, annotated (height, width))`` per image.
+        rows: ``(name, _Decoded, annotated (height, width))`` per decoded
+            image with an orientation tag.
         keys: ``_loader_keys`` of the config.
         annotated: what the annotated size is, for the messages.
 
@@ -281,10 +278,8 @@ def _check_orientation(rows, loader, keys, annotated, report):
            f'imdecode_backend={loader.imdecode_backend!r}) decodes them ' +
            ('turned as the tag says' if turns else
             'as stored, ignoring the tag'))
-    wrong, unknown, fine = [], [], []
+    wrong, unknown, fine, neither = [], [], [], []
     for name, decoded, size in rows:
-        if decoded.orientation == 1 or decoded.problem:
-            continue
         stored = decoded.stored
         turned = stored[::-1] if decoded.orientation in TURNS_90 else stored
         example = (f'{name}: orientation {decoded.orientation}, decoded '
@@ -296,6 +291,10 @@ def _check_orientation(rows, loader, keys, annotated, report):
             fine.append((name, example))
         elif size == (stored if turns else turned):
             wrong.append((name, example))
+        else:
+            neither.append((name, example))
+            report.errors.append(f'{example}: the {annotated} fit neither '
+                                 'the stored nor the turned pixels')
 
     def some(items):
         shown = '; '.join(e for _, e in items[:3])
@@ -320,7 +319,7 @@ def _check_orientation(rows, loader, keys, annotated, report):
             f'EXIF orientation tag on {len(fine)} image(s) ({some(fine)}): '
             f'{how}, which their {annotated} match; keep LoadImageFromFile '
             'as it is in every pipeline')
-    return {name for name, _ in wrong + unknown}
+    return {name for name, _ in wrong + unknown + neither}
 
 
 def _polygon_problem(polygon):
@@ -636,7 +635,7 @@ def _check_coco_json(dataset, report, loads_masks):
 
 
 def _check_detection(dataset, report, keys, workers):
-    loader, _ = _image_loader(dataset)
+    loader = _image_loader(dataset)
     loads_masks = any(getattr(t, 'with_mask', False) for t in getattr(
         dataset.pipeline, 'transforms', []))
     bad_images = set()
@@ -676,7 +675,7 @@ def _check_detection(dataset, report, keys, workers):
 def _check_segmentation(dataset, report, keys, workers):
     from mmseg.datasets.transforms import LoadAnnotations
     load = LoadAnnotations()
-    loader, _ = _image_loader(dataset)
+    loader = _image_loader(dataset)
     num_classes = len(report.classes)
     valid = set(range(num_classes)) | {dataset.ignore_index}
     images, pixels, bad_images = Counter(), Counter(), set()
@@ -758,7 +757,7 @@ def _draw(dataset, task, indices, out_dir):
         steps = [dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
         vis_type = 'SegLocalVisualizer'
     # The run's own image loader: its EXIF handling is what is checked.
-    transforms = [_image_loader(dataset)[0]] + [
+    transforms = [_image_loader(dataset)] + [
         TRANSFORMS.build(s) for s in steps]
     visualizer = VISUALIZERS.build(
         dict(type=vis_type, name=f'check_dataset_{id(dataset)}'))
