@@ -6,6 +6,7 @@ mmdet's and mmseg's ``tools/test.py``.
 """
 import argparse
 import math
+import numbers
 import os.path as osp
 import sys
 
@@ -74,8 +75,9 @@ def main():
 
 
 def _measured(metrics):
-    """Whether the evaluator returned at least one finite number."""
-    return any(isinstance(v, (int, float)) and math.isfinite(v)
+    """Whether the evaluator returned at least one finite number (mmseg's
+    are numpy float32, which is no ``float``)."""
+    return any(isinstance(v, numbers.Real) and math.isfinite(v)
                for v in metrics.values())
 
 
