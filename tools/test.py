@@ -23,11 +23,16 @@ def parse_args():
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
-        '--out', help='dump the raw predictions to this pickle file (.pkl)')
+        '--out',
+        help='a .pkl file for the raw predictions, or, for a segmentation '
+        'config, a folder for one prediction PNG per test image')
     parser.add_argument(
         '--show', action='store_true', help='show prediction results')
     parser.add_argument(
-        '--show-dir', help='directory where painted predictions are saved')
+        '--show-dir',
+        help='folder for the painted predictions; a relative one is made in '
+        "the run's log folder (work_dir/<timestamp>/), as mmdet and mmseg "
+        'do')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
@@ -67,6 +72,9 @@ def main():
         write_json_atomic(metrics, path)
         print('\n'.join([f'{key}: {value}' for key, value in metrics.items()] +
                         [f'metrics saved to {path}']))
+        if args.show_dir:
+            print('painted predictions in '
+                  f'{osp.join(runner.log_dir, args.show_dir)}')
         if not _measured(metrics):
             sys.exit(f'{sys.argv[0]}: error: the evaluation produced no '
                      f'metrics ({metrics!r}): the model predicted nothing '

@@ -202,9 +202,13 @@ def enable_tta(cfg):
 def enable_visualization(cfg, show=False, show_dir=None, wait_time=2):
     """``--show`` / ``--show-dir``: draw predictions during testing.
 
-    mmdet's ``DetVisualizationHook`` writes into its ``test_out_dir``;
-    mmseg's ``SegVisualizationHook`` writes through the visualizer's
-    ``save_dir``.
+    As mmdet's and mmseg's ``tools/test.py`` describe it, a relative
+    ``show_dir`` is a folder of the run's log folder
+    (``<work_dir>/<timestamp>/<show_dir>``), an absolute one is used as it
+    is. mmdet's ``DetVisualizationHook`` joins its ``test_out_dir`` to the
+    log folder itself. mmseg's ``SegVisualizationHook`` paints through the
+    visualizer, whose ``LocalVisBackend`` saves images to its
+    ``img_save_dir`` under ``<log folder>/vis_data``, hence the ``..``.
     """
     hook = cfg.get('default_hooks', {}).get('visualization')
     if hook is None:
@@ -218,17 +222,45 @@ def enable_visualization(cfg, show=False, show_dir=None, wait_time=2):
     if show_dir:
         # Paint every test image (mmseg's hook defaults to every 50th).
         hook['interval'] = 1
-        show_dir = osp.abspath(show_dir)
-        if 'Seg' in hook['type']:
-            cfg.visualizer['save_dir'] = show_dir
-        else:
+        if 'Seg' not in hook['type']:
             hook['test_out_dir'] = show_dir
+            return
+        backends = cfg.visualizer.setdefault('vis_backends', [])
+        local = [b for b in backends
+                 if b.get('type', '').endswith('LocalVisBackend')]
+        if not local:
+            backends.append(dict(type='LocalVisBackend'))
+            local = backends[-1:]
+        for backend in local:
+            backend['img_save_dir'] = osp.join('..', show_dir)
 
 
 def enable_dump(cfg, out):
-    """``--out FILE.pkl``: also dump the raw predictions to a pickle."""
+    """``--out``: also save the predictions.
+
+    ``FILE.pkl``: the raw predictions in a pickle (mmdet's ``--out``). Any
+    other ``out`` of a segmentation config is a folder that receives one
+    label PNG per test image (mmseg's ``--out``: ``IoUMetric``'s
+    ``output_dir``; values as in the dataset's label files, i.e. shifted
+    back by one under ``reduce_zero_label``).
+    """
     if not out.endswith(('.pkl', '.pickle')):
-        raise ValueError(f'--out must name a .pkl file, got {out!r}')
+        if cfg.get('default_scope') != 'mmseg':
+            raise ValueError(
+                f'--out must name a .pkl file for a detection config, got '
+                f'{out!r}')
+        evaluators = cfg.test_evaluator
+        ious = [e for e in (evaluators if isinstance(evaluators, (list, tuple))
+                            else [evaluators])
+                if e.get('type', '').endswith('IoUMetric')]
+        if not ious:
+            raise ValueError(
+                f'--out {out}: a folder of prediction PNGs needs an IoUMetric '
+                'in test_evaluator; name a .pkl file to pickle the '
+                'predictions instead')
+        for evaluator in ious:
+            evaluator['output_dir'] = out
+        return
     dump = dict(
         type='DumpDetResults' if cfg.get('default_scope') == 'mmdet' else
         'DumpResults',
