@@ -15,7 +15,8 @@ under ``--work-dir``:
 - ``test/<timestamp>/``: test log, ``metrics.json`` and the prediction
   pictures ``vis_data/vis_image/*.png`` (boxes and masks, or colour masks,
   drawn by the mmdet / mmseg visualizer on the validation images);
-- ``curves.png``: training loss and validation metric curves;
+- ``curves.png``: training loss and validation metric curves
+  (``tools/analysis_tools/plot_curves.py``);
 - ``demo.json``: metrics, times and the paths above.
 """
 import argparse
@@ -28,11 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-from matplotlib.figure import Figure
 from mmengine.config import Config
 
 from mmgcvit.dataset_tools import generate_ade20k, generate_coco
-from mmgcvit.utils.fileio import atomic_open
 from mmgcvit.cli.launch import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,37 +104,6 @@ def last_checkpoint(work_dir):
         return f.read().strip()
 
 
-def read_scalars(log_dir):
-    """Training and validation records of mmengine's LocalVisBackend."""
-    with open(osp.join(log_dir, 'vis_data', 'scalars.json')) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    train = [r for r in records if 'loss' in r]
-    val = [r for r in records if 'loss' not in r]
-    return train, val
-
-
-def plot_curves(train, val, metrics, by_epoch, path):
-    """Training loss per logged iteration and the validation ``metrics``."""
-    # A bare Figure (no pyplot): no display backend, no global state.
-    fig = Figure(figsize=(10, 3.6))
-    ax_loss, ax_metric = fig.subplots(1, 2)
-    ax_loss.plot([r['step'] for r in train], [r['loss'] for r in train])
-    ax_loss.set(xlabel='iteration', ylabel='training loss',
-                title='training loss')
-    for metric in metrics:
-        ax_metric.plot([r['step'] for r in val], [r[metric] for r in val],
-                       marker='o', label=metric)
-    ax_metric.set(xlabel='epoch' if by_epoch else 'iteration',
-                  title='validation')
-    ax_metric.xaxis.get_major_locator().set_params(integer=True)
-    ax_metric.legend()
-    for ax in (ax_loss, ax_metric):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_open(path, 'wb') as f:
-        fig.savefig(f, format='png', dpi=100)
-
-
 def main():
     args = parse_args()
     task = TASKS[args.task]
@@ -169,13 +137,10 @@ def main():
         metrics = json.load(f)
     pictures = osp.join(osp.dirname(metrics_path), 'vis_data', 'vis_image')
 
-    # This run's log folder: the newest timestamp.
-    train_log_dir = osp.join(train_dir, max(
-        d for d in os.listdir(train_dir)
-        if osp.isfile(osp.join(train_dir, d, 'vis_data', 'scalars.json'))))
     curves = osp.join(work_dir, 'curves.png')
-    plot_curves(*read_scalars(train_log_dir), task['metrics'],
-                'max_epochs' in cfg.train_cfg, curves)
+    run_streamed([
+        sys.executable, REPO / 'tools/analysis_tools/plot_curves.py',
+        train_dir, '--out', curves, '--metrics', *task['metrics']])
     end = time.perf_counter()
 
     times = dict(data=generated - start, train=trained - generated,

@@ -1,0 +1,110 @@
+"""``tools/analysis_tools/plot_curves.py WORK_DIR``: the loss and metric
+curves of any run, from the ``scalars.json`` mmengine leaves in its log
+folders (records written here in mmengine's format: training records
+carry ``loss``, validation records the evaluator's keys)."""
+import json
+
+import cv2
+import pytest
+from helpers import REPO, run_tool
+
+from mmgcvit.analysis.curves import (CurvesError, find_log_dir, plot_curves,
+                                     read_scalars)
+
+TOOL = REPO / 'tools' / 'analysis_tools' / 'plot_curves.py'
+
+
+def write_log(log_dir, records):
+    (log_dir / 'vis_data').mkdir(parents=True)
+    (log_dir / 'vis_data' / 'scalars.json').write_text(
+        ''.join(json.dumps(r) + '\n' for r in records))
+    return log_dir
+
+
+def detection_records(loss):
+    """Two epochs of 2 logged iterations, validation after each."""
+    records = []
+    for epoch in (1, 2):
+        for i in (1, 2):
+            step = 2 * (epoch - 1) + i
+            records.append(dict(lr=1e-4, data_time=0.1, loss=loss / step,
+                                loss_cls=0.5, time=1.0, epoch=epoch,
+                                iter=step, memory=100, step=step))
+        records.append({'coco/bbox_mAP': 0.1 * epoch,
+                        'coco/bbox_mAP_50': 0.2 * epoch,
+                        'coco/bbox_mAP_75': 0.05, 'coco/bbox_mAP_s': 0.0,
+                        'coco/segm_mAP': 0.08 * epoch,
+                        'coco/widget_precision': 0.3,
+                        'data_time': 0.01, 'time': 0.2, 'step': epoch})
+    return records
+
+
+@pytest.fixture
+def det_work_dir(tmp_path):
+    """A work dir with an older training run, the newest training run and a
+    later test run (whose log folder has no scalars.json)."""
+    work_dir = tmp_path / 'work'
+    write_log(work_dir / '20261201_100000', detection_records(9.0))
+    write_log(work_dir / '20261201_110000', detection_records(3.0))
+    test_run = work_dir / '20261201_120000'
+    test_run.mkdir()
+    (test_run / '20261201_120000.json').write_text(
+        json.dumps({'coco/bbox_mAP': 0.2, 'step': 0}) + '\n')
+    return work_dir
+
+
+def test_newest_training_run_and_summary_metrics(det_work_dir, tmp_path):
+    log_dir = find_log_dir(str(det_work_dir))
+    assert log_dir == str(det_work_dir / '20261201_110000')
+    assert find_log_dir(log_dir) == log_dir
+    train, val = read_scalars(log_dir)
+    assert [r['loss'] for r in train] == [3.0, 1.5, 1.0, 0.75]
+    assert len(val) == 2
+    out = tmp_path / 'curves.png'
+    assert plot_curves(train, val, out) == [
+        'coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP']
+    assert cv2.imread(str(out)).shape == (360, 1000, 3)
+
+
+def test_chosen_metrics_and_iteration_runs(tmp_path):
+    records = [dict(lr=1e-4, loss=2.0, iter=i, step=i) for i in (10, 20)]
+    records += [dict(aAcc=80.0, mIoU=40.0 + i, mAcc=50.0, step=i)
+                for i in (10, 20)]
+    train, val = read_scalars(write_log(tmp_path / 'seg', records))
+    assert plot_curves(train, val, tmp_path / 'a.png') == [
+        'aAcc', 'mIoU', 'mAcc']
+    assert plot_curves(train, val, tmp_path / 'b.png', ['mIoU']) == ['mIoU']
+    with pytest.raises(CurvesError, match=r'no validation records of '
+                       r'mAP: choose among aAcc, mAcc, mIoU$'):
+        plot_curves(train, val, tmp_path / 'c.png', ['mAP'])
+    # A run without validation, and one shorter than the logger's interval.
+    assert plot_curves(train, [], tmp_path / 'd.png') == []
+    assert plot_curves([], val, tmp_path / 'e.png') == [
+        'aAcc', 'mIoU', 'mAcc']
+    for name in ('d.png', 'e.png'):
+        assert cv2.imread(str(tmp_path / name)).shape == (360, 1000, 3)
+
+
+def test_work_dir_without_training_records(det_work_dir, tmp_path):
+    for name in ('20261201_100000', '20261201_110000'):
+        (det_work_dir / name / 'vis_data' / 'scalars.json').unlink()
+    with pytest.raises(CurvesError, match='has no <timestamp>/vis_data/'
+                       'scalars.json: pass the work dir of a training run'):
+        find_log_dir(str(det_work_dir))
+    with pytest.raises(CurvesError, match='does not exist'):
+        find_log_dir(str(tmp_path / 'nothing'))
+
+
+def test_tool(det_work_dir):
+    rc, output = run_tool([TOOL, det_work_dir], cwd=det_work_dir)
+    assert rc == 0, output[-3000:]
+    assert output.strip().splitlines()[-1] == (
+        f'{det_work_dir}/curves.png: training loss (4 records) and '
+        'coco/bbox_mAP, coco/bbox_mAP_50, coco/segm_mAP of '
+        f'{det_work_dir}/20261201_110000')
+    rc, output = run_tool([TOOL, det_work_dir, '--metrics', 'mIoU'],
+                          cwd=det_work_dir)
+    assert rc == 1 and 'Traceback' not in output
+    assert output.strip().splitlines()[-1].startswith(
+        'plot_curves.py: error: no validation records of mIoU: choose '
+        'among coco/bbox_mAP, ')
