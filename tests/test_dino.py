@@ -40,6 +40,7 @@ ARCHS = {'t': 'tiny', 's': 'small', 'b': 'base', 'l-384': 'large-384'}
 MMDET = Path(mmdet.__file__).parent / '.mim'
 MMDET_TRAIN = MMDET / 'tools/train.py'
 T_CONFIG = 'detection/dino-4scale_gcvit-t_8xb2-12e_coco.py'
+DOC = REPO / 'docs/dino.md'
 
 # The T config as a user's config would inherit it, scaled down to seconds
 # of CPU: 128 px images, 30 queries, 3 classes (the generated data's), batch
@@ -55,29 +56,23 @@ model = dict(
     bbox_head=dict(num_classes=len(metainfo['classes'])),
     dn_cfg=dict(group_cfg=dict(num_dn_queries=20)),
     test_cfg=dict(max_per_img=30))
+# mmdet's DINO pipelines at 128 px: the multi-scale crop (RandomChoice)
+# and the 1333x800 test resize become 128 px resizes.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='Resize', scale=(128, 128), keep_ratio=True),
-    dict(type='PackDetInputs'),
+    dict(type='Resize', scale=(128, 128), keep_ratio=True)
+    if step['type'] == 'RandomChoice' else step
+    for step in _base_.train_pipeline
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(128, 128), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                    'scale_factor')),
+    dict(step, scale=(128, 128)) if step['type'] == 'Resize' else step
+    for step in _base_.test_pipeline
 ]
+dataset = dict(data_root=data_root, metainfo=metainfo)
+loader = dict(batch_size=2, num_workers=0, persistent_workers=False)
 train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, indices=4,
-                 pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo,
-                 pipeline=test_pipeline))
+    **loader, dataset=dict(**dataset, indices=4, pipeline=train_pipeline))
+val_dataloader = dict(**loader, dataset=dict(**dataset,
+                                             pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + '{val_ann}',
                      outfile_prefix='{dets}')
@@ -168,6 +163,28 @@ def test_config_is_mmdet_dino_4scale_with_gcvit(path):
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys['backbone'] == \
         ref.optim_wrapper.paramwise_cfg.custom_keys['backbone']
     assert cfg.custom_imports['imports'] == ['mmgcvit']
+
+
+def test_doc_example_is_the_t_config_for_its_data(tmp_path):
+    """docs/dino.md's user config loads through ``mmgcvit::`` and differs
+    from the T config only in its classes and data."""
+    block, = re.findall(r'```python\n(# my_dino_gcvit-t_3cls\.py\b.*?)```',
+                        DOC.read_text(), re.S)
+    path = tmp_path / 'my_dino_gcvit-t_3cls.py'
+    path.write_text(block)
+    mine = Config.fromfile(path)
+    ours = Config.fromfile(REPO / 'configs' / T_CONFIG)
+    assert mine.model.bbox_head.num_classes == len(mine.classes) == 3
+    mine.model.bbox_head.num_classes = ours.model.bbox_head.num_classes
+    assert plain(mine.model) == plain(ours.model)
+    for split in ('train', 'val', 'test'):
+        dataset = mine[f'{split}_dataloader'].dataset
+        assert dataset.data_root == mine.data_root
+        assert tuple(dataset.metainfo.classes) == mine.classes
+    assert mine.val_evaluator.ann_file.startswith(mine.data_root)
+    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg',
+                'custom_imports'):
+        assert plain(mine[key]) == plain(ours[key]), key
 
 
 @pytest.fixture(scope='module')

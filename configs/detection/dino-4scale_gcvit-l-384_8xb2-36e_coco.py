@@ -1,15 +1,7 @@
 _base_ = './_base_/dino-4scale_gcvit_8xb2-36e_coco.py'
-# GC ViT-L pre-trained on ImageNet-21K, at 384x384 input. NVlabs publish
-# it only on their model page: the "ImageNet-21K Pretrained Models" table of
-# https://github.com/NVlabs/GCVit, row "GC ViT-L, 384 x 384". Download it
-# to this path, or point `checkpoint` at your copy.
+# ImageNet-21K weights: see dino-4scale_gcvit-l-384_8xb2-12e_coco.py.
 checkpoint = 'checkpoints/gcvit_21k_large_384.pth.tar'
 model = dict(
-    backbone=dict(
-        arch='large-384',
-        # Drop path and activation checkpointing as mmdet's Swin-L DINO and
-        # NVIDIA TAO's DINO GC ViT-L-384 backbone.
-        drop_path_rate=0.2,
-        with_cp=True,
-        init_cfg=dict(checkpoint=checkpoint)),
+    backbone=dict(arch='large-384', drop_path_rate=0.2, with_cp=True,
+                  init_cfg=dict(checkpoint=checkpoint)),
     neck=dict(in_channels=[384, 768, 1536]))
