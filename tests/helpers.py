@@ -17,6 +17,7 @@ import mmengine.runner.checkpoint as mmengine_checkpoint
 import numpy as np
 import pytest
 import torch
+from mmcv.transforms import LoadImageFromFile
 from mmengine.config import Config
 from mmengine.fileio.backends import LocalBackend
 from mmengine.registry import init_default_scope
@@ -439,7 +440,7 @@ def serve_folder(folder):
 _ABSENT = '<not set>'
 
 
-def _patch_points():
+def patch_points():
     """(name, owner, attribute) of every library object that mmgcvit's
     context managers replace for a run (``owner.__dict__[attribute]``, so
     an attribute that is normally inherited or absent reads as absent)."""
@@ -458,6 +459,7 @@ def _patch_points():
           for name in ('load_from_local', 'load_from_http', 'load_url')],
         ('NMSop.apply', NMSop, 'apply'),
         ('mmcv.ops.roi_align.roi_align', roi_align_module, 'roi_align'),
+        ('LoadImageFromFile.transform', LoadImageFromFile, 'transform'),
         ('sys.excepthook', sys, 'excepthook'),
     ]
 
@@ -466,7 +468,7 @@ def library_state():
     """The objects our tools patch, by name, and the contents of the
     registries they extend (compared by ``library_changes``)."""
     state = {name: vars(owner).get(attribute, _ABSENT)
-             for name, owner, attribute in _patch_points()}
+             for name, owner, attribute in patch_points()}
     state['CheckpointLoader._schemes contents'] = dict(
         mmengine_checkpoint.CheckpointLoader._schemes)
     if hasattr(torch.serialization, 'get_safe_globals'):
@@ -498,7 +500,7 @@ def library_changes(before):
 
 def restore_library_state(before):
     """Put back what ``library_state()`` recorded in ``before``."""
-    for name, owner, attribute in _patch_points():
+    for name, owner, attribute in patch_points():
         if before[name] is _ABSENT:
             if attribute in vars(owner):
                 delattr(owner, attribute)
@@ -518,10 +520,11 @@ def restore_library_state(before):
 
 # What mmdet's CocoMetric reports per IoU type, as indices of COCOeval.stats.
 COCO_STATS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
-# CocoMetric rounds to 3 decimals, IoUMetric percentages to 2; a
-# recomputation agrees to within half the last digit (plus float noise).
+# CocoMetric rounds to 3 decimals, IoUMetric percentages to 2: a
+# recomputation agrees to within half the last digit, plus float noise
+# (IoUMetric sums and divides in float32).
 COCO_TOLERANCE = 5e-4 + 1e-9
-SEG_TOLERANCE = 5e-3 + 1e-6
+SEG_TOLERANCE = 5e-3 + 1e-4
 
 
 def load_dump(path):
@@ -614,24 +617,34 @@ def assert_coco_metrics_recomputed(metrics, dump, ann_file, num_images):
         f'reported {reported}, pycocotools says {expected}')
 
 
+def label_map(ann_dir, stem, reduce_zero_label, seg_map_suffix='.png'):
+    """The ground truth of image ``stem`` as mmseg's ``LoadAnnotations``
+    reads its PNG in ``ann_dir``. ``reduce_zero_label``: PNG value 0 is
+    unlabelled and value ``k`` is class ``k - 1``."""
+    label = np.array(Image.open(Path(ann_dir) / f'{stem}{seg_map_suffix}'),
+                     dtype=np.int64)
+    if reduce_zero_label:
+        # mmseg's reduction: 0 and 255 become 255, k becomes k - 1.
+        label = np.where((label == 0) | (label == 255), 255, label - 1)
+    return label
+
+
+def _pixel_data(sample, key):
+    return np.asarray(sample[key]['data']).squeeze(0)
+
+
 def miou_from_dump(dump, ann_dir, num_classes, reduce_zero_label,
                    ignore_index=255, seg_map_suffix='.png'):
     """IoUMetric's ``aAcc`` / ``mIoU`` / ``mAcc`` (percent, unrounded),
     recomputed in numpy from the predicted label maps of a ``DumpResults``
-    pickle and the ground-truth PNGs in ``ann_dir`` (paired by file stem).
-
-    ``reduce_zero_label``: PNG value 0 is unlabelled (ignored) and value
-    ``k`` is class ``k - 1``, as mmseg's ``LoadAnnotations`` reads it."""
+    pickle and the ground-truth PNGs in ``ann_dir`` (paired by file
+    stem)."""
     intersect, pred_area, label_area = (np.zeros(num_classes, np.int64)
                                         for _ in range(3))
     for sample in load_dump(dump):
-        pred = np.asarray(sample['pred_sem_seg']['data']).squeeze(0)
+        pred = _pixel_data(sample, 'pred_sem_seg')
         stem = Path(sample['img_path']).stem
-        label = np.array(Image.open(Path(ann_dir) / f'{stem}{seg_map_suffix}'),
-                         dtype=np.int64)
-        if reduce_zero_label:
-            # mmseg's reduction: 0 and 255 become 255, k becomes k - 1.
-            label = np.where((label == 0) | (label == 255), 255, label - 1)
+        label = label_map(ann_dir, stem, reduce_zero_label, seg_map_suffix)
         assert pred.shape == label.shape, (stem, pred.shape, label.shape)
         valid = label != ignore_index
         pred, label = pred[valid], label[valid]
@@ -651,14 +664,23 @@ def assert_miou_recomputed(metrics, dump, img_dir, ann_dir, num_images,
                            **dataset):
     """``tools/test.py``'s IoUMetric ``metrics`` came from predictions on
     the first ``num_images`` images of ``img_dir`` (mmseg's dataset order:
-    sorted paths; the test dataset's ``indices``), each once, and equal a
-    numpy recomputation from those predictions and the label PNGs
-    (``dataset``: the keyword arguments of ``miou_from_dump``)."""
-    seen = sorted(Path(sample['img_path']).name
-                  for sample in load_dump(dump))
+    sorted paths; the test dataset's ``indices``), each once, scored
+    against their label PNGs as read from disk, and equal a numpy
+    recomputation from those predictions and PNGs (``dataset``: the
+    keyword arguments of ``miou_from_dump``)."""
+    samples = load_dump(dump)
+    seen = sorted(Path(sample['img_path']).name for sample in samples)
     expected_images = sorted(p.name for p in Path(img_dir).iterdir())
     assert seen == expected_images[:num_images], (
         f'evaluated images {seen}, not the first {num_images} of {img_dir}')
+    keys = ('reduce_zero_label', 'seg_map_suffix')
+    for sample in samples:
+        stem = Path(sample['img_path']).stem
+        assert np.array_equal(
+            _pixel_data(sample, 'gt_sem_seg'),
+            label_map(ann_dir, stem, **{k: v for k, v in dataset.items()
+                                        if k in keys})), (
+            f'the evaluator scored {stem} against other labels than its PNG')
     expected = miou_from_dump(dump, ann_dir, **dataset)
     reported = {key: metrics.get(key) for key in expected}
     assert reported == pytest.approx(expected, abs=SEG_TOLERANCE), (

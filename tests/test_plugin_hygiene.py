@@ -14,6 +14,7 @@ package and the tests are put together.
 """
 import ast
 import contextlib
+import importlib
 import json
 import subprocess
 import sys
@@ -21,11 +22,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, library_changes, library_state
+from helpers import REPO, library_changes, library_state, patch_points
 from mmengine.config import Config
 
 from mmgcvit.checkpoint import safe_checkpoint_loading
 from mmgcvit.cli.cpu import cpu_gloo_launch
+from mmgcvit.cli.image_loading import one_line_image_errors
 from mmgcvit.cli.launch import run_context
 from mmgcvit.engine import atomic_checkpoint_writes, mmcv_ops_in_fp32
 
@@ -138,14 +140,20 @@ SAFE_LOADING = {'CheckpointLoader._schemes',
                 'mmengine.runner.checkpoint.load_from_http',
                 'mmengine.runner.checkpoint.load_url'}
 GLOO_LAUNCH = {'mmengine.dist.utils._init_dist_pytorch'}
+IMAGE_ERRORS = {'LoadImageFromFile.transform'}
 # run_context only enters cpu_gloo_launch without CUDA.
-DIST_RUN = ATOMIC_WRITES | SAFE_LOADING | (
+DIST_RUN = ATOMIC_WRITES | SAFE_LOADING | IMAGE_ERRORS | (
     set() if torch.cuda.is_available() else GLOO_LAUNCH)
+
+
+def run_config(work_dir):
+    return Config(dict(work_dir=str(work_dir), launcher='pytorch'))
+
 
 # name: (context manager for a work dir, what it patches inside).
 CONTEXTS = {
-    'run_context': (lambda work_dir: run_context(
-        Config(dict(work_dir=str(work_dir), launcher='pytorch'))), DIST_RUN),
+    'run_context': (lambda work_dir: run_context(run_config(work_dir)),
+                    DIST_RUN),
     'atomic_checkpoint_writes': (lambda _: atomic_checkpoint_writes(),
                                  ATOMIC_WRITES),
     'mmcv_ops_in_fp32': (lambda _: mmcv_ops_in_fp32(),
@@ -153,6 +161,9 @@ CONTEXTS = {
     'cpu_gloo_launch': (lambda _: cpu_gloo_launch(), GLOO_LAUNCH),
     'safe_checkpoint_loading': (lambda _: safe_checkpoint_loading(),
                                 SAFE_LOADING),
+    'one_line_image_errors': (
+        lambda work_dir: one_line_image_errors(run_config(work_dir)),
+        IMAGE_ERRORS),
 }
 
 
@@ -172,6 +183,75 @@ def test_context_manager_restores_libraries(name, raises, tmp_path):
             if raises:
                 raise _Raised
     assert library_changes(before) == []
+
+
+def _imported_objects(tree, package):
+    """{name: object} of what a module's imports from outside ``package``
+    bind."""
+    bound = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if not alias.name.startswith(package):
+                    module = importlib.import_module(alias.name)
+                    bound[alias.asname or alias.name.split('.')[0]] = (
+                        module if alias.asname else
+                        importlib.import_module(alias.name.split('.')[0]))
+        elif isinstance(node, ast.ImportFrom) and not node.level and \
+                not node.module.startswith(package):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                bound[alias.asname or alias.name] = getattr(
+                    module, alias.name, None) or importlib.import_module(
+                        f'{node.module}.{alias.name}')
+    return bound
+
+
+def library_patch_sites(root, package):
+    """(object, attribute, 'file:line') of each assignment to, or deletion
+    of, an attribute of something a module of ``package`` imports from
+    outside it: ``LocalBackend.put = ...``, ``del module.open``."""
+    sites = []
+    for path in sorted(Path(root).rglob('*.py')):
+        tree = ast.parse(path.read_text(), str(path))
+        bound = _imported_objects(tree, package)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Assign, ast.Delete)):
+                targets = node.targets
+            elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+                targets = [node.target]
+            else:
+                continue
+            for target in targets:
+                for item in getattr(target, 'elts', [target]):
+                    if not isinstance(item, ast.Attribute):
+                        continue
+                    chain, base = [], item.value
+                    while isinstance(base, ast.Attribute):
+                        chain.insert(0, base.attr)
+                        base = base.value
+                    if isinstance(base, ast.Name) and base.id in bound:
+                        owner = bound[base.id]
+                        for name in chain:
+                            owner = getattr(owner, name)
+                        sites.append((owner, item.attr,
+                                      f'{path.name}:{node.lineno}'))
+    return sites
+
+
+def test_every_library_patch_is_watched():
+    """Whatever ``mmgcvit`` replaces in another library is among what
+    ``conftest.py`` checks after each test (``helpers.patch_points``)."""
+    sites = library_patch_sites(REPO / 'mmgcvit', 'mmgcvit')
+    from mmengine.fileio.backends import LocalBackend
+    assert any(owner is LocalBackend and attribute == 'put'
+               for owner, attribute, _ in sites), sites
+    watched = [(owner, attribute) for _, owner, attribute in patch_points()]
+    unwatched = [f'{where}: {getattr(owner, "__name__", owner)}.{attribute}'
+                 for owner, attribute, where in sites
+                 if not any(owner is o and attribute == a
+                            for o, a in watched)]
+    assert unwatched == [], 'add them to tests/helpers.py:patch_points'
 
 
 # --- import structure --------------------------------------------------------
