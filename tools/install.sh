@@ -5,9 +5,14 @@
 #
 # Environment:
 #   MMGCVIT_WHEELS=DIR   folder of prebuilt wheels (e.g. an mmcv 2.1.0 built with ops for your
-#                        torch/Python); used when one matches, otherwise mmcv is built from source.
+#                        torch/Python); used when one matches.
 #   PYTHON=python3       interpreter to install into (default: the `python` on PATH).
 #   MAX_JOBS=N           parallel compile jobs for the mmcv source build (default: nproc).
+#
+# mmcv 2.1.0 with ops comes from, in this order: MMGCVIT_WHEELS; the wheels this script built
+# before (~/.cache/mmgcvit/wheels); OpenMMLab's prebuilt wheels, which exist for torch 2.1 with
+# CUDA 11.8 / 12.1 or CPU (tools/misc/mmcv_wheel_index.py picks the index, as `mim` does);
+# otherwise a build from source.
 #
 # Idempotent: on a ready environment it only verifies and exits.
 set -euo pipefail
@@ -40,24 +45,7 @@ for spec in specs:
 PYEOF
 }
 
-say "python: $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
-if [ -z "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]; then
-  say "note: no virtualenv/conda env is active; installing into this interpreter's site-packages"
-fi
-
-# 1. Build tooling. setuptools<81 keeps pkg_resources, which mmcv's setup.py and mmengine import.
-if ! have 'setuptools<81' wheel ninja packaging; then
-  say "installing build tooling (setuptools<81, wheel, ninja)"
-  pipi -q wheel ninja packaging
-fi
-
-# 2. torch: keep whatever build is installed (clusters bring their own CUDA build).
-if "$PY" -c 'import torch, torchvision' >/dev/null 2>&1; then
-  say "torch $("$PY" -c 'import torch; print(torch.__version__)') already installed: keeping it"
-else
-  say "installing torch 2.14.1 + torchvision 0.29.1"
-  pipi torch==2.14.1 torchvision==0.29.1
-fi
+torch_version() { "$PY" -c 'import torch; print(torch.__version__)'; }
 
 mmcv_ok() {
   "$PY" -c "import mmcv; assert mmcv.__version__ == '$MMCV_VERSION', mmcv.__version__; from mmcv.ops import nms, RoIAlign" >/dev/null 2>&1
@@ -88,39 +76,88 @@ build_mmcv() {
   rm -rf "$work"
 }
 
-if mmcv_ok; then
-  say "mmcv $MMCV_VERSION with ops already installed"
-else
-  installed=0
+# try_mmcv_wheel FIND_LINKS WHAT: install mmcv from FIND_LINKS (a folder or an index URL); true when
+# it imports with its ops, else it is uninstalled again.
+try_mmcv_wheel() {
+  say "trying $2"
+  if pipi --find-links "$1" --prefer-binary --only-binary mmcv "mmcv==$MMCV_VERSION" && mmcv_ok; then
+    return 0
+  fi
+  say "$2 does not work with this torch/Python; uninstalling it"
+  "$PY" -m pip uninstall -y -q mmcv || true
+  return 1
+}
+
+# OpenMMLab's find-links index with an mmcv wheel for the installed torch/CUDA/Python, or "build".
+mmcv_wheel_index() { "$PY" "$ROOT/tools/misc/mmcv_wheel_index.py"; }
+
+install_mmcv() {
+  if mmcv_ok; then
+    say "mmcv $MMCV_VERSION with ops already installed"
+    return
+  fi
+  local dir index installed=0
   for dir in "$WHEELS" "$CACHE/wheels"; do
     [ -n "$dir" ] && [ -d "$dir" ] || continue
-    if ls "$dir"/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
-      say "trying prebuilt mmcv wheel from $dir"
-      if pipi --find-links "$dir" --prefer-binary --only-binary mmcv "mmcv==$MMCV_VERSION" && mmcv_ok; then
-        installed=1; break
-      fi
-      say "the wheel in $dir does not work with this torch/Python; uninstalling it"
-      "$PY" -m pip uninstall -y -q mmcv || true
+    if ls "$dir"/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1 \
+       && try_mmcv_wheel "$dir" "the prebuilt mmcv wheel in $dir"; then
+      installed=1; break
     fi
   done
+  if [ "$installed" = 0 ]; then
+    index=$(mmcv_wheel_index)
+    if [ "$index" = build ]; then
+      say "OpenMMLab publishes no mmcv $MMCV_VERSION wheel for torch $(torch_version) on this Python"
+    elif try_mmcv_wheel "$index" "OpenMMLab's prebuilt mmcv $MMCV_VERSION ($index)"; then
+      installed=1
+    fi
+  fi
   if [ "$installed" = 0 ]; then
     build_mmcv
     pipi --find-links "$CACHE/wheels" --only-binary mmcv "mmcv==$MMCV_VERSION"
   fi
   mmcv_ok || { say "error: mmcv installed but 'from mmcv.ops import nms, RoIAlign' fails"; "$PY" -c 'from mmcv.ops import nms, RoIAlign'; exit 1; }
   say "mmcv $MMCV_VERSION with ops: OK"
-fi
+}
 
-# 4. mmdet, mmseg, pycocotools, test tools and mmgcvit itself (editable, so the checkout is what runs),
-#    with its config hook (.pth, run at start-up) and mmgcvit/.mim linked to the checkout.
-if have "@$ROOT/requirements/runtime.txt" "@$ROOT/requirements/tests.txt" \
-   && "$PY" -c "import sys, os; hook = 'mmgcvit_config_hook' in sys.modules; import mmgcvit; pkg = os.path.dirname(os.path.realpath(mmgcvit.__file__)); sys.exit(0 if hook and pkg == os.path.realpath('$ROOT/mmgcvit') and os.path.isdir(pkg + '/.mim/configs') else 1)" >/dev/null 2>&1; then
-  say "mmdet, mmseg, test tools and mmgcvit already installed"
-else
-  say "installing mmdet, mmsegmentation, pycocotools, test tools and mmgcvit (editable)"
-  pipi -e "$ROOT[tests]"
-fi
+main() {
+  say "python: $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
+  if [ -z "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]; then
+    say "note: no virtualenv/conda env is active; installing into this interpreter's site-packages"
+  fi
 
-"$PY" -c "import sys; assert 'mmgcvit_config_hook' in sys.modules, 'mmgcvit_config_hook.pth did not run at start-up: mmgcvit:: config bases will not resolve; run pip install -e $ROOT again'
+  # 1. Build tooling. setuptools<81 keeps pkg_resources, which mmcv's setup.py and mmengine import.
+  if ! have 'setuptools<81' wheel ninja packaging; then
+    say "installing build tooling (setuptools<81, wheel, ninja)"
+    pipi -q wheel ninja packaging
+  fi
+
+  # 2. torch: keep whatever build is installed (clusters bring their own CUDA build).
+  if "$PY" -c 'import torch, torchvision' >/dev/null 2>&1; then
+    say "torch $(torch_version) already installed: keeping it"
+  else
+    say "installing torch 2.14.1 + torchvision 0.29.1"
+    pipi torch==2.14.1 torchvision==0.29.1
+  fi
+
+  install_mmcv
+
+  # 4. mmdet, mmseg, pycocotools, test tools and mmgcvit itself (editable, so the checkout is what runs),
+  #    with its config hook (.pth, run at start-up) and mmgcvit/.mim linked to the checkout.
+  if have "@$ROOT/requirements/runtime.txt" "@$ROOT/requirements/tests.txt" \
+     && "$PY" -c "import sys, os; hook = 'mmgcvit_config_hook' in sys.modules; import mmgcvit; pkg = os.path.dirname(os.path.realpath(mmgcvit.__file__)); sys.exit(0 if hook and pkg == os.path.realpath('$ROOT/mmgcvit') and os.path.isdir(pkg + '/.mim/configs') else 1)" >/dev/null 2>&1; then
+    say "mmdet, mmseg, test tools and mmgcvit already installed"
+  else
+    say "installing mmdet, mmsegmentation, pycocotools, test tools and mmgcvit (editable)"
+    pipi -e "$ROOT[tests]"
+  fi
+
+  "$PY" -c "import sys; assert 'mmgcvit_config_hook' in sys.modules, 'mmgcvit_config_hook.pth did not run at start-up: mmgcvit:: config bases will not resolve; run pip install -e $ROOT again'
 import mmgcvit, mmdet, mmseg; from mmcv.ops import nms, RoIAlign; print('mmgcvit', mmgcvit.__version__, '| mmdet', mmdet.__version__, '| mmseg', mmseg.__version__)"
-say "done"
+  say "done"
+}
+
+# Sourced (tests): define the functions only.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  main "$@"
+fi
