@@ -42,7 +42,7 @@ def test_every_benchmark_config_has_one_entry_and_vice_versa():
     entries = [m['Config'] for m in models()]
     assert len(entries) == len(set(entries)), 'a config has two entries'
     assert sorted(entries) == configs
-    assert len(configs) == 18
+    assert len(configs) == 26
     for model in models():
         assert model['Name'] == Path(model['Config']).stem
 
