@@ -7,7 +7,8 @@ see ``mmgcvit/dataset_tools/synthetic.py``.
 """
 import pytest
 import torch
-from helpers import library_changes, library_state, restore_library_state
+from helpers import (ReleaseServer, library_changes, library_state,
+                     restore_library_state)
 
 from mmgcvit.dataset_tools import generate_ade20k, generate_coco
 
@@ -66,3 +67,28 @@ def exact_cuda_matmuls():
     yield
     (torch.backends.cuda.matmul.allow_tf32,
      torch.backends.cudnn.allow_tf32) = flags
+
+
+@pytest.fixture
+def serve():
+    """Starts loopback HTTP servers (``helpers.ReleaseServer``) for the test
+    and stops them after it."""
+    servers = []
+
+    def start():
+        servers.append(ReleaseServer())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def download_cache(tmp_path, monkeypatch):
+    """A fresh cache for downloaded checkpoints; loopback requests bypass
+    any proxy."""
+    monkeypatch.setenv('MMGCVIT_CACHE', str(tmp_path / 'cache'))
+    for name in ('no_proxy', 'NO_PROXY'):
+        monkeypatch.setenv(name, '127.0.0.1,localhost')
+    return tmp_path / 'cache'

@@ -408,31 +408,49 @@ def payload_history_rebuild(path):
     _save_pickle(path, _build_again(buffer, buffer.__getstate__()))
 
 
-@contextlib.contextmanager
-def serve_folder(folder):
-    """An HTTP server on 127.0.0.1 serving ``folder``; yields its base URL
-    and the list of request paths it answered."""
-    import functools
-    import http.server
-    import threading
+class ReleaseServer:
+    """Files served at ``http://127.0.0.1:<port>/<path>`` from ``files``
+    (path -> bytes); every GET is recorded in ``requests``. ``cut`` paths
+    announce their full length but send half."""
 
-    requests = []
+    def __init__(self):
+        import http.server
+        import threading
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
+        self.files, self.requests, self.cut = {}, [], set()
+        server = self
 
-        def log_message(self, *args):
-            requests.append(self.path)
+        class Handler(http.server.BaseHTTPRequestHandler):
 
-    server = http.server.ThreadingHTTPServer(
-        ('127.0.0.1', 0),
-        functools.partial(Handler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f'http://127.0.0.1:{server.server_port}', requests
-    finally:
-        server.shutdown()
-        server.server_close()
+            def do_GET(self):
+                server.requests.append(self.path)
+                body = server.files.get(self.path.lstrip('/'))
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header('Content-Length', str(len(body)))
+                self.end_headers()
+                if self.path.lstrip('/') in server.cut:
+                    body = body[:len(body) // 2]
+                    self.close_connection = True
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0),
+                                                     Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    def url(self, path):
+        return f'http://127.0.0.1:{self.httpd.server_port}/{path}'
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 # --- what our tools patch in mmengine / mmcv ---------------------------------

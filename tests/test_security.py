@@ -14,7 +14,7 @@ from helpers import (REPO, TINY, mmengine_log, payload_history_getattr,
                      payload_history_rebuild, payload_history_remap,
                      payload_history_setstate, payload_object_array,
                      payload_object_scalar, payload_shell, run_tool,
-                     serve_folder, small_detection_config)
+                     small_detection_config)
 
 from mmgcvit.checkpoint import CheckpointError, load_checkpoint
 from mmgcvit.models import GCViT
@@ -112,25 +112,28 @@ except CheckpointError as err:
 '''
 
 
-def test_shell_command_not_run_from_a_url(tmp_path, coco_root):
+def test_shell_command_not_run_from_a_url(tmp_path, coco_root, serve,
+                                          download_cache):
     """The URL paths: a backbone's init_cfg and tools/train.py's
     load_from (mmengine alone loads URLs with weights_only=False)."""
-    served, marker = tmp_path / 'served', tmp_path / 'marker'
-    served.mkdir()
-    payload_shell(served / 'gcvit.pth', marker)
-    with serve_folder(served) as (base, requests):
-        url = f'{base}/gcvit.pth'
-        result = python(BACKBONE_FROM_URL, url)
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert 'REFUSED' in result.stdout and 'refuses to load' in \
-            result.stdout, result.stdout
-        config = small_detection_config(tmp_path / 'det.py', coco_root,
-                                        arch='xxtiny', images=2)
-        rc, output = run_tool(
-            [REPO / 'tools' / 'train.py', config, '--work-dir',
-             tmp_path / 'work', '--cfg-options', f'load_from={url}'],
-            cwd=tmp_path)
-        assert requests.count('/gcvit.pth') >= 1
+    marker = tmp_path / 'marker'
+    payload_shell(tmp_path / 'gcvit.pth', marker)
+    server = serve()
+    server.files['gcvit.pth'] = (tmp_path / 'gcvit.pth').read_bytes()
+    url = server.url('gcvit.pth')
+    result = python(BACKBONE_FROM_URL, url)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'REFUSED' in result.stdout and 'refuses to load' in \
+        result.stdout, result.stdout
+    config = small_detection_config(tmp_path / 'det.py', coco_root,
+                                    arch='xxtiny', images=2)
+    rc, output = run_tool(
+        [REPO / 'tools' / 'train.py', config, '--work-dir',
+         tmp_path / 'work', '--cfg-options', f'load_from={url}'],
+        cwd=tmp_path)
+    # Refused hostile downloads are not kept: each load fetched it anew.
+    assert server.requests == ['/gcvit.pth'] * 2
+    assert not list(download_cache.rglob('*.pth'))
     assert rc != 0 and 'refuses to load' in output, output[-3000:]
     assert 'Traceback' not in output, output[-3000:]
     assert not marker.exists()

@@ -13,10 +13,8 @@ alternative, and leave no bad file in the cache.
 """
 import functools
 import hashlib
-import http.server
 import io
 import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -36,6 +34,8 @@ CONFIGS = sorted(p for p in (REPO / 'configs').glob('*/*.py'))
 DET_XXT = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
 LOCAL_FIX = '--cfg-options model.backbone.init_cfg.checkpoint=PATH'
 XXT_DEPTHS = (2, 2, 6, 2)
+
+pytestmark = pytest.mark.usefixtures('download_cache')
 
 
 @pytest.fixture(scope='module')
@@ -97,72 +97,6 @@ def test_every_variant_config_writes_its_url():
         assert 'https://' in path.read_text(), path
 
 
-# --- a loopback release server ----------------------------------------------
-
-
-class ReleaseServer:
-    """Files served at ``http://127.0.0.1:<port>/<path>``; every GET is
-    recorded. ``cut`` paths announce their full length but send half."""
-
-    def __init__(self):
-        self.files, self.requests, self.cut = {}, [], set()
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-
-            def do_GET(self):
-                server.requests.append(self.path)
-                body = server.files.get(self.path.lstrip('/'))
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header('Content-Length', str(len(body)))
-                self.end_headers()
-                if self.path.lstrip('/') in server.cut:
-                    body = body[:len(body) // 2]
-                    self.close_connection = True
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0),
-                                                     Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       daemon=True)
-        self.thread.start()
-
-    def url(self, path):
-        return f'http://127.0.0.1:{self.httpd.server_port}/{path}'
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start():
-        servers.append(ReleaseServer())
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    """A fresh download cache; loopback requests bypass any proxy."""
-    monkeypatch.setenv('MMGCVIT_CACHE', str(tmp_path / 'cache'))
-    for name in ('no_proxy', 'NO_PROXY'):
-        monkeypatch.setenv(name, '127.0.0.1,localhost')
-    return tmp_path / 'cache'
-
-
 @pytest.fixture(scope='module')
 def timm_state():
     """A GC ViT-XXT in timm's format, random values everywhere (so that a
@@ -198,7 +132,7 @@ def detector(checkpoint):
 
 
 def test_config_downloads_caches_and_resizes(serve, release, timm_state,
-                                             cache):
+                                             download_cache):
     name, data = release
     server = serve()
     server.files[f'releases/{name}'] = data
@@ -207,7 +141,7 @@ def test_config_downloads_caches_and_resizes(serve, release, timm_state,
 
     assert server.requests == [f'/releases/{name}']
     cached = Path(cached_path(url))
-    assert cached.is_relative_to(cache) and cached.name == name
+    assert cached.is_relative_to(download_cache) and cached.name == name
     assert cached.read_bytes() == data
     # timm's tables (windows 7, 7, 14, 7) bicubic-resized to the config's
     # window 24 (47x47).
@@ -258,7 +192,7 @@ def unused_port():
 
 @pytest.mark.parametrize('failure', ['404', 'no server'])
 def test_unreachable_url_names_the_local_alternative(failure, serve, release,
-                                                     cache):
+                                                     download_cache):
     name, _ = release
     if failure == '404':
         url = serve().url(f'releases/{name}')
@@ -271,10 +205,11 @@ def test_unreachable_url_names_the_local_alternative(failure, serve, release,
     message = str(error.value)
     assert '\n' not in message
     assert expected in message and LOCAL_FIX in message
-    assert not list(cache.rglob('*.pth'))
+    assert not list(download_cache.rglob('*.pth'))
 
 
-def test_truncated_download_is_not_cached(serve, release, cache):
+def test_truncated_download_is_not_cached(serve, release, timm_state,
+                                          download_cache):
     name, data = release
     server = serve()
     path = f'releases/{name}'
@@ -286,14 +221,13 @@ def test_truncated_download_is_not_cached(serve, release, cache):
                        rf'{len(data)} bytes: run again'):
         load_checkpoint(url)
     # Neither the file nor atomic_open's partial temporary is left.
-    assert not [p for p in cache.rglob('*') if p.is_file()]
+    assert not [p for p in download_cache.rglob('*') if p.is_file()]
     server.cut.clear()
-    assert load_checkpoint(url).keys() == torch.load(
-        io.BytesIO(data), weights_only=True).keys()
+    assert load_checkpoint(url).keys() == timm_state.keys()
     assert len(server.requests) == 2
 
 
-def test_hash_mismatch_is_refused_and_deleted(serve, release, cache):
+def test_hash_mismatch_is_refused_and_deleted(serve, release, download_cache):
     name, data = release
     server = serve()
     tampered = bytearray(data)
@@ -330,3 +264,37 @@ def test_train_tool_reports_a_missing_url_in_one_line(serve, tmp_path,
     assert f'checkpoint not found at {url}' in errors[0]
     assert LOCAL_FIX in errors[0]
     assert not list((tmp_path / 'work').glob('*.pth'))
+
+
+def test_a_page_that_is_no_checkpoint_is_not_kept(serve, download_cache):
+    """A server answering 200 with something else (an HTML error page): the
+    message says what it is, and the next run downloads anew."""
+    server = serve()
+    server.files['model.pth'] = b'<html>rate limit exceeded</html>\n'
+    url = server.url('model.pth')
+    for _ in range(2):
+        with pytest.raises(CheckpointError, match='not a torch checkpoint'):
+            load_checkpoint(url)
+        assert not Path(cached_path(url)).exists()
+    assert server.requests == ['/model.pth'] * 2
+
+
+def test_a_date_in_the_name_is_no_hash(serve):
+    server = serve()
+    buffer = io.BytesIO()
+    torch.save({'w': torch.ones(1)}, buffer)
+    server.files['model-20261201.pth'] = buffer.getvalue()
+    assert load_checkpoint(server.url('model-20261201.pth'))['w'].item() == 1
+
+
+def test_rank_0_failure_still_meets_the_barrier(serve, monkeypatch):
+    """Rank 0 downloads first and the others wait for it at a barrier: when
+    its download fails it must still get there, or the job hangs."""
+    import mmgcvit.checkpoint.loading as loading
+    calls = []
+    monkeypatch.setattr(loading, 'get_dist_info', lambda: (0, 2))
+    monkeypatch.setattr(torch.distributed, 'barrier',
+                        lambda: calls.append('barrier'))
+    with pytest.raises(CheckpointError, match='not found at'):
+        loading.download(serve().url('missing.pth'))
+    assert calls == ['barrier']

@@ -33,8 +33,9 @@ from mmengine.runner import CheckpointLoader
 from mmgcvit.utils.fileio import atomic_open
 from mmgcvit.utils.torch_compat import safe_globals
 
-# torch.hub's convention: `name-<first hex digits of the sha256>.ext`.
-_HASH_IN_NAME = re.compile(r'-([a-f0-9]{8,64})\.')
+# torch.hub's convention: `name-<first hex digits of the sha256>.ext`; a
+# run of digits alone (`model-20261201.pth`) is more likely a date.
+_HASH_IN_NAME = re.compile(r'-((?=[0-9]*[a-f])[a-f0-9]{8,64})\.')
 _URL_SCHEMES = ('http://', 'https://')
 _DOWNLOAD_TIMEOUT = 60
 _CHUNK = 1 << 20
@@ -133,12 +134,18 @@ def download(url):
         _check_hash(path, url)
 
     rank, world_size = get_dist_info()
+    failure = None
     if rank == 0:
-        fetch()
+        try:
+            fetch()
+        except CheckpointError as err:
+            failure = err  # raised after the barrier the others wait at
     if world_size > 1:
         torch.distributed.barrier()
         if rank > 0:
             fetch()
+    if failure is not None:
+        raise failure
     return path
 
 
@@ -205,16 +212,21 @@ def load_checkpoint(source, map_location='cpu'):
     source = os.fspath(source)
     if is_url(source):
         path = download(source)
-    elif '://' in source:
+        try:
+            return _read(path, source, map_location)
+        except CheckpointError:
+            # Whatever the server sent is no checkpoint: the next run
+            # downloads it anew instead of reading this copy again.
+            os.unlink(path)
+            raise
+    if '://' in source:
         raise CheckpointError(
             f'checkpoint {source!r}: mmgcvit loads local files and http(s) '
             'URLs only; download it and pass the local path.')
-    else:
-        path = source
-        if not osp.isfile(path):
-            raise CheckpointError(f'checkpoint {source!r} does not exist: '
-                                  'fix the path.')
-    return _read(path, source, map_location)
+    if not osp.isfile(source):
+        raise CheckpointError(f'checkpoint {source!r} does not exist: '
+                              'fix the path.')
+    return _read(source, source, map_location)
 
 
 # Where trainers keep the weights. NVlabs' training script (timm's) saves
