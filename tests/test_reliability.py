@@ -232,7 +232,8 @@ def test_missing_data_named_with_its_config_key(small_config, tmp_path,
 
 
 def test_missing_pretrained_checkpoint(tmp_path, coco_root):
-    """The real config names ImageNet weights under checkpoints/."""
+    """A local ImageNet checkpoint (the --cfg-options alternative to the
+    release URL) that is not there is named before any work starts."""
     config = small_detection_config(tmp_path / 'small.py', coco_root,
                                     arch='xxtiny', images=2)
     config.write_text(config.read_text().replace(
