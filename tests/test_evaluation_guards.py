@@ -104,3 +104,9 @@ def test_binary_last_checkpoint_named_on_resume(detector, tmp_path):
                            '--resume'], cwd=tmp_path)
     assert_one_line_error(rc, output, 'last_checkpoint',
                           'not the text path of a checkpoint', 'delete')
+
+
+def test_flag_the_config_cannot_serve(detector, tmp_path):
+    config, whole = detector
+    rc, output = evaluate(config, whole, tmp_path, '--out', 'results.txt')
+    assert_one_line_error(rc, output, '--out must name a .pkl file')

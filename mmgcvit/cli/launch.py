@@ -30,8 +30,13 @@ from .image_loading import one_line_image_errors
 from .preflight import (DataError, PreflightError, PreflightRunner,
                         check_checkpoint_flags)
 
+
+class FlagError(ValueError):
+    """A command-line flag the config cannot serve."""
+
+
 # Errors about the user's input that the tools report in one line.
-ONE_LINE_ERRORS = (PreflightError, CheckpointError, DataError)
+ONE_LINE_ERRORS = (PreflightError, CheckpointError, DataError, FlagError)
 
 
 def add_common_args(parser):
@@ -165,7 +170,7 @@ def enable_auto_scale_lr(cfg):
     """``--auto-scale-lr``: scale the LR by total batch / base batch."""
     auto_scale_lr = cfg.get('auto_scale_lr')
     if not auto_scale_lr or 'base_batch_size' not in auto_scale_lr:
-        raise ValueError(
+        raise FlagError(
             '--auto-scale-lr needs `auto_scale_lr = dict(enable=False, '
             'base_batch_size=N)` in the config (N: the total batch size the '
             'learning rate was tuned for)')
@@ -190,7 +195,7 @@ def write_json_atomic(obj, path):
 def enable_tta(cfg):
     """``--tta``: wrap the model in the config's test-time augmentation."""
     if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-        raise ValueError(
+        raise FlagError(
             '--tta needs `tta_model` and `tta_pipeline` in the config; use '
             'a config that defines them (e.g. one inheriting a dataset base '
             'with multi-scale + flip testing)')
@@ -212,7 +217,7 @@ def enable_visualization(cfg, show=False, show_dir=None, wait_time=2):
     """
     hook = cfg.get('default_hooks', {}).get('visualization')
     if hook is None:
-        raise ValueError(
+        raise FlagError(
             '--show/--show-dir need a `visualization` entry in '
             '`default_hooks` (DetVisualizationHook or SegVisualizationHook)')
     hook['draw'] = True
@@ -246,7 +251,7 @@ def enable_dump(cfg, out):
     """
     if not out.endswith(('.pkl', '.pickle')):
         if cfg.get('default_scope') != 'mmseg':
-            raise ValueError(
+            raise FlagError(
                 f'--out must name a .pkl file for a detection config, got '
                 f'{out!r}')
         evaluators = cfg.test_evaluator
@@ -254,7 +259,7 @@ def enable_dump(cfg, out):
                             else [evaluators])
                 if e.get('type', '').endswith('IoUMetric')]
         if not ious:
-            raise ValueError(
+            raise FlagError(
                 f'--out {out}: a folder of prediction PNGs needs an IoUMetric '
                 'in test_evaluator; name a .pkl file to pickle the '
                 'predictions instead')
