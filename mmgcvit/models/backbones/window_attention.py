@@ -5,12 +5,15 @@ a learned relative-position bias, on any map size.
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.fx.experimental import symbolic_shapes
 from torch.nn.init import trunc_normal_
 
 from .biased_attention import biased_flash_attention, use_biased_flash
 
-# Older torch has no torch.compiler.is_compiling (and compiles with breaks).
+# Older torch compiles with graph breaks and without these.
 _is_compiling = getattr(torch.compiler, 'is_compiling', lambda: False)
+_statically_known_true = getattr(symbolic_shapes, 'statically_known_true',
+                                 bool)
 
 
 def relative_position_index(window_size):
@@ -36,7 +39,8 @@ class _WindowAttention(nn.Module):
 
     - reference (``fused_attn=False``): the padded windows, explicit
       softmax(q k^T * scale + bias) v;
-    - padded (``fused_attn=True`` off the CPU): the padded windows in one
+    - padded (``fused_attn=True`` off the CPU, and in graphs compiled for
+      dynamic shapes): the padded windows in one
       ``F.scaled_dot_product_attention`` call;
     - valid (``fused_attn=True`` on the CPU): the valid tokens only, a
       rectangle of windows at a time (:meth:`_valid_windows`).
@@ -104,9 +108,12 @@ class _WindowAttention(nn.Module):
             x: ``(B, H, W, C)`` map.
             q_global: the stage's global query (global attention only).
         """
-        # CPUs are compute-bound: the fused path skips the padding's FLOPs.
-        # GPUs wait on kernel launches: it attends all windows in one call.
-        if self.fused_attn and x.device.type == 'cpu':
+        # CPUs are compute-bound: the fused path skips the padding's FLOPs,
+        # in rectangles shaped by the map size. GPUs wait on kernel launches,
+        # and a dynamic-shape graph serves every size: there it attends all
+        # the padded windows in one call.
+        if self.fused_attn and x.device.type == 'cpu' and all(
+                _is_static(size) for size in x.shape[1:3]):
             out = self._valid_windows(x, q_global)
         else:
             out = self._padded_windows(x, q_global)
@@ -229,6 +236,14 @@ def _from_windows(out, grid, rows, cols):
     B, _, heads, _, d = out.shape
     return out.view(B, *grid, heads, rows, cols, d).permute(
         0, 1, 4, 2, 5, 3, 6)
+
+
+def _is_static(size):
+    """Whether ``size`` is a plain int, not the symbolic size of a graph
+    compiled for dynamic shapes (which tracing shows as an int too): its
+    parity is known without adding a guard on it."""
+    return _statically_known_true(size % 2 == 0) or _statically_known_true(
+        size % 2 == 1)
 
 
 def _window_spans(length, window_size):

@@ -1,0 +1,175 @@
+"""torch.compile: the backbone compiles as one graph (``fullgraph=True``) in
+eval and training on every attention path and every arch, gives eager's
+outputs and gradients, keeps with_cp's selective checkpointing, and
+compiles a bounded number of times over varied input sizes."""
+import pytest
+import torch
+from functorch.compile import make_boxed_func
+from helpers import TINY, rel_err
+from torch._dynamo.backends.common import aot_autograd
+from torch._dynamo.testing import CompileCounter
+from torch.utils.checkpoint import CheckpointPolicy
+
+import mmgcvit  # noqa: F401  (registers GCViT)
+from mmgcvit.models import GCViT
+from mmgcvit.models.backbones import biased_attention
+from mmgcvit.models.backbones.gcvit_arch import ARCH_SETTINGS
+from mmgcvit.models.backbones.window_attention import _WindowAttention
+
+requires_compile = pytest.mark.skipif(
+    not hasattr(torch.library, 'custom_op'),
+    reason=f'torch {torch.__version__}: the backbone compiles whole from '
+    'torch 2.4 on (custom operators)')
+
+pytestmark = requires_compile
+
+# Both block kinds in stage 1, a local block in each later stage; at
+# 2x3x70x90 every stage has partial windows along both axes.
+SMALL = dict(embed_dims=16, depths=(2, 1, 1, 1), num_heads=(1, 2, 2, 4))
+SMALL_GEOMETRY = dict(window_size=(8, 8, 4, 2),
+                      pretrained_window_size=(4, 4, 4, 2),
+                      pretrain_img_size=64)
+INPUT = (2, 3, 70, 90)
+
+# (path, training): with_cp changes training only.
+CASES = [('reference', False), ('reference', True), ('padded', False),
+         ('padded', True), ('valid', False), ('valid', True),
+         ('with_cp', True)]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    """Compiled code and recompile counts of one test do not leak into the
+    next (dynamo caches per code object)."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def capturing_backend():
+    """An AOT-autograd backend that runs the captured graphs as they are
+    and keeps them: ``graphs['forward']`` / ``graphs['backward']``."""
+    graphs = {'forward': [], 'backward': []}
+
+    def keep(kind):
+
+        def compile_graph(gm, example_inputs):
+            graphs[kind].append(gm)
+            return make_boxed_func(gm.forward)
+
+        return compile_graph
+
+    return aot_autograd(fw_compiler=keep('forward'),
+                        bw_compiler=keep('backward')), graphs
+
+
+def calls(graph, op):
+    return sum(node.target is op for node in graph.graph.nodes)
+
+
+def build(arch=SMALL, path='valid', **kwargs):
+    torch.manual_seed(0)
+    model = GCViT(arch=arch, fused_attn=path != 'reference',
+                  with_cp=path == 'with_cp', drop_path_rate=0., **kwargs)
+    model.init_weights()
+    return model
+
+
+def step(model, x, training):
+    """Outputs, and the parameters' gradients of a random weighting of
+    them in training."""
+    model.train(training)
+    with torch.set_grad_enabled(training):
+        outs = model(x)
+    if not training:
+        return outs, []
+    torch.manual_seed(1)
+    sum((o * torch.randn_like(o)).sum() for o in outs).backward()
+    return outs, [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize('path,training', CASES,
+                         ids=[f'{p}-{"train" if t else "eval"}'
+                              for p, t in CASES])
+def test_compiles_whole_and_matches_eager(path, training, monkeypatch):
+    """One graph, eager's outputs and gradients (1e-5 relative, fp32). In
+    eval the model has run eagerly first, as in real use, so its bias cache
+    is filled. On the CPU the fused path attends valid tokens; 'padded'
+    makes it attend the padded windows as it does on GPUs."""
+    if path == 'padded':
+        monkeypatch.setattr(_WindowAttention, '_valid_windows',
+                            _WindowAttention._padded_windows)
+    x = torch.randn(INPUT)
+    expected = step(build(path=path, **SMALL_GEOMETRY), x, training)
+    model = build(path=path, **SMALL_GEOMETRY)
+    if not training:
+        step(model, x, training)
+    backend, graphs = capturing_backend()
+    compiled = torch.compile(model, backend=backend, fullgraph=True)
+    outs, grads = step(compiled, x, training)
+    assert len(graphs['forward']) == 1
+    assert len(graphs['backward']) == training
+    assert len(outs) == len(expected[0]) == 4
+    for got, want in zip(outs, expected[0]):
+        assert rel_err(got, want) < 1e-5
+    assert len(grads) == len(expected[1])
+    for got, want in zip(grads, expected[1]):
+        # None: the global query generators of stages without global blocks.
+        assert (got is None) == (want is None)
+        assert want is None or rel_err(got, want) < 1e-5
+    if training and path in ('valid', 'with_cp') \
+            and biased_attention.CPU_FLASH is not None:
+        # The CPU flash kernel runs forward; its backward is the custom op,
+        # and with_cp keeps the kernel's outputs instead of recomputing it.
+        flash = biased_attention.CPU_FLASH
+        backward_op = biased_attention._chunked_backward._opoverload
+        kernels = calls(graphs['forward'][0], flash)
+        assert kernels >= sum(SMALL['depths'])
+        assert calls(graphs['backward'][0], backward_op) == kernels
+        assert calls(graphs['backward'][0], flash) == 0
+        recomputed = [
+            node for node in graphs['backward'][0].graph.nodes
+            if node.meta.get('recompute') == CheckpointPolicy.PREFER_RECOMPUTE
+        ]
+        assert bool(recomputed) == (path == 'with_cp')
+
+
+@pytest.mark.parametrize('arch', sorted(ARCH_SETTINGS))
+def test_every_arch_compiles_whole(arch):
+    """Each preset's geometry (widths, heads, windows, layer scale, global
+    query chain) with two blocks per stage, in training; what a deeper
+    preset adds is more of the same blocks."""
+    settings = dict(ARCH_SETTINGS[arch])
+    settings['depths'] = tuple(min(d, 2) for d in settings['depths'])
+    model = build(settings).train()
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, fullgraph=True)
+    outs = compiled(torch.randn(1, 3, 72, 104))
+    sum(o.sum() for o in outs).backward()
+    assert counter.frame_count == 1
+    assert all(p.grad is not None for p in model.parameters())
+
+
+# The DETR multi-scale policy's short sides (480..800), long sides capped at
+# 1333 and padded to a multiple of 32 as mmdet's data preprocessor does.
+MULTI_SCALE = [(480, 640), (512, 704), (576, 768), (608, 832), (672, 896),
+               (736, 992), (800, 1088), (800, 1216)]
+# Compiles for MULTI_SCALE with dynamic shapes: the first, then one for each
+# new combination of the only size properties a graph still depends on:
+# whether a stage's map is a whole number of windows along an axis, and
+# whether it is one window wide.
+MULTI_SCALE_COMPILES = 4
+
+
+def test_dynamic_shapes_compile_a_bounded_number_of_times():
+    """Training at the multi-scale sizes with the detection window (24):
+    8 sizes, at most MULTI_SCALE_COMPILES graphs (the size-independent
+    padded windows; valid-token rectangles depend on each size)."""
+    model = build(TINY, window_size=24).train()
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, fullgraph=True,
+                             dynamic=True)
+    for size in MULTI_SCALE:
+        outs = compiled(torch.randn(1, 3, *size))
+        sum(o.sum() for o in outs).backward()
+    assert counter.frame_count <= MULTI_SCALE_COMPILES
