@@ -31,12 +31,11 @@ from .window_attention import (GlobalWindowAttention, LocalWindowAttention,
                                _WindowAttention)
 
 # Kept by `with_cp` on the CPU instead of recomputed: the CPU flash
-# kernel's (output, log-sum-exp), a fraction of a block's activations that
-# costs a third to a half of its forward to recompute (plain checkpointing
+# kernel's (output, log-sum-exp), a small part of a block's activations
+# that is a large part of its forward to recompute (plain checkpointing
 # before torch 2.2, which has no such kernel). GPUs recompute whole blocks:
-# there a block's kernels are short, and the dispatch of every op through
-# selective checkpointing's Python mode cost more than the recomputation it
-# saves (H200, fwd+bwd at 2x3x512x512: 244 ms plain, 426 ms selective).
+# their kernels are short, and sending every op through selective
+# checkpointing's Python dispatch mode costs more there (docs/speed.md).
 _CHECKPOINT_KWARGS = selective_checkpoint_kwargs(
     [CPU_FLASH]) if CPU_FLASH is not None else {}
 
