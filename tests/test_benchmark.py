@@ -48,6 +48,17 @@ def test_peak_memory_counts_a_transient_allocation():
     assert size_mib <= peak < size_mib + 4
 
 
+def backbone_tool():
+    """The globals of tools/analysis_tools/benchmark_backbone.py, where the
+    goals are defined (not run)."""
+    return runpy.run_path(osp.join(TOOLS, 'benchmark_backbone.py'))
+
+
+def goal_marks(goals):
+    return {text.split(' >=')[0].split(' <=')[0]: ok
+            for text, _, ok in goals}
+
+
 def test_goals_pass_and_fail_marks():
     shape = [2, 3, 8, 8]
 
@@ -60,9 +71,7 @@ def test_goals_pass_and_fail_marks():
         row('reference', 3.0, 1.5, 200.0),
         row('cp', 1.2, 1.5, 50.0),
     ])
-    marks = {text.split(' >=')[0].split(' <=')[0]: ok
-             for text, _, ok in benchmark.backbone_goals(result)}
-    assert marks == {
+    assert goal_marks(backbone_tool()['backbone_goals'](result)) == {
         'fused forward speedup at 2×3×8×8': True,
         'fused forward+backward speedup at 2×3×8×8': False,
         'fused peak training memory at 2×3×8×8': True,
@@ -71,14 +80,61 @@ def test_goals_pass_and_fail_marks():
     }
 
 
+def test_compile_goals_pass_and_fail_marks():
+    """Forward at the first shape, training and memory at the last; Swin's
+    rows are context, not goals."""
+    def row(shape, role, forward, train, peak):
+        return dict(name=role, role=role, shape=shape,
+                    eager_forward_s=forward[0], compiled_forward_s=forward[1],
+                    eager_train_s=train[0], compiled_train_s=train[1],
+                    eager_peak_mib=peak[0], compiled_peak_mib=peak[1])
+
+    first, last = [1, 3, 8, 8], [2, 3, 8, 8]
+    result = dict(rows=[
+        row(first, 'fused', (1.3, 1.0), (1.0, 2.0), (1.0, 9.0)),
+        row(last, 'fused', (1.0, 2.0), (1.0, 1.0), (100.0, 101.0)),
+        row(first, '', (9.0, 1.0), (9.0, 1.0), (9.0, 1.0)),
+    ])
+    assert goal_marks(backbone_tool()['compile_goals'](result)) == {
+        'compiled forward speedup at 1×3×8×8': True,
+        'compiled forward+backward speedup at 2×3×8×8': False,
+        'compiled peak training memory at 2×3×8×8': False,
+    }
+
+
 @pytest.mark.parametrize('device', ['cpu', 'cuda:0'])
-def test_table_says_where_the_speed_goals_apply(device):
+def test_report_says_where_the_speed_goals_apply(device):
     row = dict(name='fused', role='fused', shape=[1, 3, 8, 8], forward_s=1.,
                train_s=1., train_peak_mib=1.)
-    table = benchmark.backbone_table(
-        dict(device=device, threads=2, matmul_gflops=100., rows=[row]))
-    assert (benchmark.GPU_GOALS_NOTE in table) == (device != 'cpu')
-    assert _table_rows(table)[0][:2] == ['fused', '1×3×8×8']
+    tool = backbone_tool()
+    text = tool['report'](benchmark.backbone_table(
+        dict(device=device, threads=2, matmul_gflops=100., rows=[row])),
+        [('a goal', '1x', True)], device)
+    assert (tool['GPU_GOALS_NOTE'] in text) == (device != 'cpu')
+    assert _table_rows(text)[0][:2] == ['fused', '1×3×8×8']
+    assert text.endswith('- PASS: a goal (measured 1x)')
+
+
+def test_aten_op_count_counts_every_call():
+    """A module run twice dispatches twice the ops of one run, nested and
+    leaf alike; leaves are fewer than all ops (linear calls addmm)."""
+
+    class Twice(torch.nn.Module):
+
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, x):
+            return self.module(self.module(x))
+
+    block = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(),
+                                torch.nn.LayerNorm(8))
+    x = torch.randn(2, 8)
+    once = benchmark.count_aten_ops(block, x)
+    assert 0 < once[1] < once[0]
+    assert benchmark.count_aten_ops(Twice(block), x) == (2 * once[0],
+                                                          2 * once[1])
 
 
 def test_bad_shape_names_the_format():
@@ -134,6 +190,38 @@ def test_backbone_tool_end_to_end(tmp_path, monkeypatch, capsys):
     saved = json.loads(out.read_text())
     assert len(saved['rows']) == 4 and saved['matmul_gflops'] > 0
     assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
+
+
+def test_backbone_tool_compile_end_to_end(tmp_path, monkeypatch, capsys):
+    """--compile at a tiny size with dynamo's eager backend (the table's
+    structure, not inductor's speed): GC ViT and Swin-T rows with their
+    op counts, and the three compile goals."""
+    out = tmp_path / 'compile.json'
+    _run_tool('benchmark_backbone.py', [
+        '--compile', '--compile-backend', 'eager', '--shapes', TINY,
+        '--repeats', '1', '--warmup', '0', '--arch', 'xxtiny', '--device',
+        'cpu', '--out', str(out)
+    ], monkeypatch)
+    text = capsys.readouterr().out
+    assert "torch.compile(backend='eager', mode=None, dynamic=False)" in text
+    rows = _table_rows(text)
+    assert [r[0] for r in rows] == ['GC ViT-xxtiny fused', 'Swin-T (mmdet)']
+    saved = json.loads(out.read_text())['rows']
+    for cells, row in zip(rows, saved):
+        assert cells[1] == '1×3×64×96'
+        assert cells[2] == f'{row["aten_ops"]} / {row["leaf_aten_ops"]}'
+        assert 0 < row['leaf_aten_ops'] < row['aten_ops']
+        for kind in ('forward', 'train'):
+            assert cells[5 if kind == 'forward' else 9] == (
+                f'{row[f"eager_{kind}_s"] / row[f"compiled_{kind}_s"]:.2f}x')
+    # GC ViT's 12 blocks with their global queries dispatch more ops than
+    # Swin-T's 12 blocks.
+    assert saved[0]['aten_ops'] > saved[1]['aten_ops']
+    assert re.findall(r'^- (?:PASS|FAIL): (compiled [a-z+ ]+) at', text,
+                      re.M) == [
+        'compiled forward speedup', 'compiled forward+backward speedup',
+        'compiled peak training memory'
+    ]
 
 
 def test_detector_tool_end_to_end(monkeypatch, capsys):

@@ -12,10 +12,14 @@ Example::
 """
 import argparse
 
-from mmgcvit.cli.launch import write_json_atomic
 from mmgcvit.analysis.benchmark import (add_run_args, benchmark_detectors,
-                                     config_name, detector_table, parse_shape,
-                                     run_device)
+                                        config_name, detector_table,
+                                        goal_lines, parse_shape, run_device)
+from mmgcvit.cli.launch import write_json_atomic
+
+# Goal on CPUs: a GC ViT detector's iteration no slower than Swin's (at most
+# this many times its time).
+MAX_ITERATION_RATIO = 1.0
 
 
 def parse_args(argv=None):
@@ -26,6 +30,18 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def detector_goals(result):
+    """(description, value, passed): the first detector's iteration
+    against the last's."""
+    rows = result['rows']
+    if len(rows) < 2:
+        return []
+    ratio = rows[0]['iter_s'] / rows[-1]['iter_s']
+    return [(f'{rows[0]["name"]} iteration no slower than '
+             f'{rows[-1]["name"]}', f'{ratio:.2f}x',
+             ratio <= MAX_ITERATION_RATIO)]
+
+
 def main(argv=None):
     args = parse_args(argv)
     device = run_device(args)
@@ -34,6 +50,8 @@ def main(argv=None):
     result = benchmark_detectors(configs, args.shape, device, args.repeats,
                                  args.warmup)
     print(detector_table(result))
+    print()
+    print(goal_lines(detector_goals(result)))
     if args.out:
         write_json_atomic(result, args.out)
 
