@@ -75,6 +75,7 @@ train_cfg = dict(max_epochs=max_epochs, val_interval=1)
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
+    constructor=_base_.optim_wrapper.constructor,
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999),
                    weight_decay=0.05),
     paramwise_cfg=_base_.optim_wrapper.paramwise_cfg)

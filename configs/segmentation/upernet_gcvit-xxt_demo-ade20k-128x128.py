@@ -66,6 +66,7 @@ max_iters = 200
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
+    constructor=_base_.optim_wrapper.constructor,
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999),
                    weight_decay=0.01),
     paramwise_cfg=_base_.optim_wrapper.paramwise_cfg)

@@ -6,11 +6,13 @@ Our tools apply them (``mmgcvit.cli``); nothing here runs at
 from .amp import CPUAmpOptimWrapper, mmcv_ops_in_fp32
 from .atomic_checkpoint import atomic_checkpoint_writes
 from .load_report import LoadReportHook
+from .optim_constructor import PlainDictOptimWrapperConstructor
 from .resume import (ResumableEpochBasedTrainLoop,
                      ResumableIterBasedTrainLoop, RNGStateHook)
 
 __all__ = [
     'CPUAmpOptimWrapper', 'mmcv_ops_in_fp32', 'atomic_checkpoint_writes',
-    'LoadReportHook', 'ResumableEpochBasedTrainLoop',
+    'LoadReportHook', 'PlainDictOptimWrapperConstructor',
+    'ResumableEpochBasedTrainLoop',
     'ResumableIterBasedTrainLoop', 'RNGStateHook'
 ]

@@ -25,6 +25,8 @@ backbone_no_decay = dict(lr_mult=0.1, decay_mult=0.)
 optim_wrapper = dict(
     type='AmpOptimWrapper',
     loss_scale='dynamic',
+    # Plain-dict param groups: compile=True can trace the optimizer step.
+    constructor='mmgcvit.PlainDictOptimWrapperConstructor',
     paramwise_cfg=dict(
         custom_keys={
             'backbone': dict(lr_mult=0.1),

@@ -48,6 +48,8 @@ model = dict(
 optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
+    # Plain-dict param groups: compile=True can trace the optimizer step.
+    constructor='mmgcvit.PlainDictOptimWrapperConstructor',
     optimizer=dict(
         type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=dict(

@@ -8,6 +8,8 @@ optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
     loss_scale='dynamic',
+    # Plain-dict param groups: compile=True can trace the optimizer step.
+    constructor='mmgcvit.PlainDictOptimWrapperConstructor',
     optimizer=dict(
         type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(
