@@ -1,11 +1,22 @@
 """torch.compile: the backbone compiles as one graph (``fullgraph=True``) in
 eval and training on every attention path and every arch, gives eager's
 outputs and gradients, keeps with_cp's selective checkpointing, and
-compiles a bounded number of times over varied input sizes."""
+compiles a bounded number of times over varied input sizes; mmengine's
+``compile=True`` trains the Mask R-CNN and UPerNet configs."""
+import copy
+import math
+import re
+import sys
+from pathlib import Path
+
+import mmdet
 import pytest
 import torch
 from functorch.compile import make_boxed_func
-from helpers import TINY, rel_err
+from helpers import (REPO, TINY, TRAIN, det_scaled_down, last_checkpoint,
+                     rel_err, run, seg_scaled_down)
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
 from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.testing import CompileCounter
 from torch.utils.checkpoint import CheckpointPolicy
@@ -15,6 +26,11 @@ from mmgcvit.models import GCViT
 from mmgcvit.models.backbones import biased_attention
 from mmgcvit.models.backbones.gcvit_arch import ARCH_SETTINGS
 from mmgcvit.models.backbones.window_attention import _WindowAttention
+
+DET_XXT = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
+SEG_XXT = (REPO /
+           'configs/segmentation/upernet_gcvit-xxt_8xb2-160k_ade20k-512x512.py')
+MMDET_TRAIN = Path(mmdet.__file__).parent / '.mim/tools/train.py'
 
 requires_compile = pytest.mark.skipif(
     not hasattr(torch.library, 'custom_op'),
@@ -173,3 +189,93 @@ def test_dynamic_shapes_compile_a_bounded_number_of_times():
         outs = compiled(torch.randn(1, 3, *size))
         sum(o.sum() for o in outs).backward()
     assert counter.frame_count <= MULTI_SCALE_COMPILES
+
+
+def test_optim_constructor_keeps_plain_param_groups():
+    """The configs' constructor: mmengine's param groups (no decay on the
+    bias tables and norms) as plain dicts, and a compiled optimizer step,
+    as compile=True traces it, updates the weights as an eager one."""
+    optim_cfg = Config(dict(optim_wrapper=dict(
+        type='OptimWrapper',
+        optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.05),
+        paramwise_cfg=dict(custom_keys={
+            'relative_position_bias_table': dict(decay_mult=0.),
+            'norm': dict(decay_mult=0.)
+        })))).optim_wrapper
+    models, groups = [], []
+    for constructor in (None, 'mmgcvit.PlainDictOptimWrapperConstructor'):
+        model = build(SMALL).train()
+        cfg = copy.deepcopy(optim_cfg)
+        if constructor:
+            cfg.constructor = constructor
+        optim_wrapper = build_optim_wrapper(model, cfg)
+        sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
+        step = optim_wrapper.optimizer.step
+        (torch.compile(step, backend='eager') if constructor else step)()
+        models.append(model)
+        groups.append(optim_wrapper.optimizer.param_groups)
+    default, plain = groups
+    assert {type(g) for g in plain} == {dict}
+    assert [{k: v for k, v in g.items() if k != 'params'} for g in plain] == \
+        [{k: v for k, v in g.items() if k != 'params'} for g in default]
+    assert {g['weight_decay'] for g in plain} == {0., 0.05}
+    for eager, compiled in zip(*(m.parameters() for m in models)):
+        assert torch.allclose(eager, compiled, rtol=1e-5, atol=1e-7)
+
+
+# mmengine's compile=True compiles the runner's whole training step. The
+# suite traces it with dynamo's eager backend: inductor's C++ compilation
+# of both models takes about 10 min each on 2 cores (docs/speed.md has
+# that run); what can break on our side, tracing the configs' models and
+# optimizer step, is the same.
+COMPILE_OPTIONS = ('compile.backend=eager', 'val_cfg=None',
+                   'val_dataloader=None', 'val_evaluator=None')
+# A break inside the backbone would be logged at its files.
+BACKBONE_BREAK = re.compile(
+    r'Graph break.* in user code at \S*mmgcvit/models/')
+
+
+def compiled_training_log(cmd, cwd, monkeypatch):
+    monkeypatch.setenv('TORCH_LOGS', 'graph_breaks')
+    log = run(cmd, cwd=cwd, timeout=900)
+    assert 'Model has been "compiled"' in log
+    assert 'Graph break' in log  # the logging works: mmdet/mmseg break
+    assert not BACKBONE_BREAK.search(log), BACKBONE_BREAK.search(log)[0]
+    return log
+
+
+@pytest.mark.slow
+def test_mask_rcnn_trains_compiled_with_upstream_tool(tmp_path, coco_root,
+                                                      monkeypatch):
+    """mmdet's own tools/train.py: two iterations of Mask R-CNN GC ViT-XXT
+    (CPU mixed precision, as our tools would pick) with compile=True."""
+    work_dir = tmp_path / 'work'
+    log = compiled_training_log([
+        sys.executable, MMDET_TRAIN, DET_XXT, '--work-dir', work_dir,
+        *det_scaled_down(coco_root, 1, *COMPILE_OPTIONS,
+                         'optim_wrapper.type=mmgcvit.CPUAmpOptimWrapper')
+    ], tmp_path, monkeypatch)
+    losses = [float(v) for v in re.findall(
+        r'Epoch\(train\) *\[1\]\[[12]/2\].* loss: ([-\d.naninf]+)', log)]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses), log
+    assert last_checkpoint(work_dir) == work_dir / 'epoch_1.pth'
+
+
+@pytest.mark.slow
+def test_upernet_trains_compiled_with_our_tool(tmp_path, ade20k_root,
+                                               monkeypatch):
+    """Our tools/train.py: two iterations of UPerNet GC ViT-XXT with
+    compile=True."""
+    work_dir = tmp_path / 'work'
+    options = seg_scaled_down(ade20k_root) + [
+        *COMPILE_OPTIONS, 'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+        'default_hooks.checkpoint.interval=2', 'param_scheduler.0.end=1',
+        'param_scheduler.1.begin=1', 'param_scheduler.1.end=2'
+    ]
+    log = compiled_training_log(
+        [sys.executable, TRAIN, SEG_XXT, '--work-dir', work_dir, *options],
+        tmp_path, monkeypatch)
+    losses = [float(v) for v in re.findall(
+        r'Iter\(train\) *\[[12]/2\].* loss: ([-\d.naninf]+)', log)]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses), log
+    assert last_checkpoint(work_dir) == work_dir / 'iter_2.pth'
