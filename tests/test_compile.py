@@ -150,6 +150,22 @@ def test_compiles_whole_and_matches_eager(path, training, monkeypatch):
         assert bool(recomputed) == (path == 'with_cp')
 
 
+@pytest.mark.slow
+def test_inductor_training_matches_eager():
+    """torch.compile's default backend (inductor's C++ kernels here) on the
+    CPU's default training path: valid tokens, the flash kernel and its
+    custom backward; eager's outputs and gradients (1e-5 relative)."""
+    x = torch.randn(INPUT)
+    expected = step(build(**SMALL_GEOMETRY), x, True)
+    model = build(**SMALL_GEOMETRY)
+    outs, grads = step(torch.compile(model, fullgraph=True), x, True)
+    for got, want in zip(outs, expected[0]):
+        assert rel_err(got, want) < 1e-5
+    for got, want in zip(grads, expected[1]):
+        assert (got is None) == (want is None)
+        assert want is None or rel_err(got, want) < 1e-5
+
+
 @pytest.mark.parametrize('arch', sorted(ARCH_SETTINGS))
 def test_every_arch_compiles_whole(arch):
     """Each preset's geometry (widths, heads, windows, layer scale, global
