@@ -10,7 +10,7 @@ from torch.nn.init import trunc_normal_
 
 from .biased_attention import biased_flash_attention, use_biased_flash
 
-# Older torch compiles with graph breaks and without these.
+# Missing in older torch, which compiles the backbone with graph breaks.
 _is_compiling = getattr(torch.compiler, 'is_compiling', lambda: False)
 _statically_known_true = getattr(symbolic_shapes, 'statically_known_true',
                                  bool)
@@ -108,10 +108,8 @@ class _WindowAttention(nn.Module):
             x: ``(B, H, W, C)`` map.
             q_global: the stage's global query (global attention only).
         """
-        # CPUs are compute-bound: the fused path skips the padding's FLOPs,
-        # in rectangles shaped by the map size. GPUs wait on kernel launches,
-        # and a dynamic-shape graph serves every size: there it attends all
-        # the padded windows in one call.
+        # Compute-bound CPUs skip the padding's FLOPs; launch-bound GPUs and
+        # graphs compiled for any size attend all padded windows in one call.
         if self.fused_attn and x.device.type == 'cpu' and all(
                 _is_static(size) for size in x.shape[1:3]):
             out = self._valid_windows(x, q_global)
