@@ -21,16 +21,22 @@ from pathlib import Path
 import mmdet
 import mmseg
 import pytest
-from helpers import det_scaled_down, requires_cpu_amp, seg_scaled_down
+import timm
+from helpers import (det_scaled_down, last_checkpoint, requires_cpu_amp,
+                     seg_scaled_down)
 from mmengine.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / 'README.md'
 SECTION = '## Use our configs in your own repo'
 DET, SEG = 'my_mask-rcnn_gcvit-xxt_3cls.py', 'my_upernet_gcvit-xxt_3cls.py'
+DINO = 'my_dino-4scale_gcvit-t_3cls.py'
 # What they inherit.
 DET_BASE = 'detection/mask-rcnn_gcvit-t_fpn_1x_coco.py'
 SEG_BASE = 'segmentation/upernet_gcvit-t_8xb2-160k_ade20k-512x512.py'
+DINO_BASE = 'detection/dino-4scale_gcvit-t_8xb2-12e_coco.py'
+BASES = dict(det=DET_BASE, seg=SEG_BASE, dino=DINO_BASE)
+COCO_CLASSES = ['person', 'bicycle', 'car']
 MMDET_TRAIN = Path(mmdet.__file__).parent / '.mim/tools/train.py'
 MMSEG_TRAIN = Path(mmseg.__file__).parent / '.mim/tools/train.py'
 def readme_configs():
@@ -42,7 +48,7 @@ def readme_configs():
     blocks = re.findall(r'```python\n# (\S+\.py)\b.*?\n(.*?)```', section,
                         re.S)
     configs = {name: f'# {name}\n{body}' for name, body in blocks}
-    assert set(configs) == {DET, SEG}, sorted(configs)
+    assert set(configs) == {DET, SEG, DINO}, sorted(configs)
     return configs
 
 
@@ -50,7 +56,7 @@ def write_configs(folder, coco_root, ade20k_root):
     """The README configs in ``folder``, their data roots pointing at the
     generated data."""
     folder.mkdir(parents=True, exist_ok=True)
-    roots = {DET: f'{coco_root}/', SEG: ade20k_root}
+    roots = {DET: f'{coco_root}/', SEG: ade20k_root, DINO: f'{coco_root}/'}
     for name, text in readme_configs().items():
         text, count = re.subn(r"^data_root = '[^']*'",
                               f'data_root = {roots[name]!r}', text,
@@ -78,38 +84,45 @@ def scopes(cfg):
     return found
 
 
-def check_downstream(det, seg, coco_root, ade20k_root):
+def check_downstream(out, coco_root, ade20k_root):
     """The README configs, loaded (as dicts), inherit our bases with their
     overrides."""
+    det, seg, dino = out['det'], out['seg'], out['dino']
+    xxt_weights = timm.models.get_pretrained_cfg('gcvit_xxtiny.in1k').url
     model = det['model']
     assert model['backbone']['type'] == 'GCViT'
     assert model['backbone']['arch'] == 'xxtiny'
+    assert model['backbone']['init_cfg']['checkpoint'] == xxt_weights
     assert model['backbone']['window_size'] is not None
     assert model['roi_head']['bbox_head']['num_classes'] == 3
     assert model['roi_head']['mask_head']['num_classes'] == 3
-    assert det['custom_imports']['imports'] == ['mmgcvit']
-    assert det['default_scope'] == 'mmdet'
-    assert det['train_cfg']['max_epochs'] == 24
-    for split in ('train', 'val', 'test'):
-        dataset = det[f'{split}_dataloader']['dataset']
-        assert dataset['data_root'] == f'{coco_root}/'
-        assert dataset['metainfo']['classes'] == [
-            'person', 'bicycle', 'car']
+    assert det['train_cfg']['max_epochs'] == 12
     assert det['val_evaluator']['ann_file'].startswith(coco_root)
 
     model = seg['model']
     assert model['backbone']['arch'] == 'xxtiny'
+    assert model['backbone']['init_cfg']['checkpoint'] == xxt_weights
     assert model['decode_head']['num_classes'] == 3
     assert model['auxiliary_head']['num_classes'] == 3
     assert seg['default_scope'] == 'mmseg'
-    assert seg['train_cfg']['max_iters'] == 40000
-    for split in ('train', 'val', 'test'):
-        dataset = seg[f'{split}_dataloader']['dataset']
-        assert dataset['data_root'] == ade20k_root
-        assert dataset['metainfo']['classes'] == ['sky', 'floor', 'tree']
-    # mmgcvit is no registry scope: its bases must not tag dicts with it.
-    for cfg in (det, seg):
+    assert seg['train_cfg']['max_iters'] == 160000
+
+    model = dino['model']
+    assert model['type'] == 'DINO' and model['backbone']['arch'] == 'tiny'
+    assert model['bbox_head']['num_classes'] == 3
+    assert dino['val_evaluator']['ann_file'].startswith(coco_root)
+
+    for cfg, root, classes in ((det, f'{coco_root}/', COCO_CLASSES),
+                               (dino, f'{coco_root}/', COCO_CLASSES),
+                               (seg, ade20k_root, ['sky', 'floor', 'tree'])):
+        assert cfg['custom_imports']['imports'] == ['mmgcvit']
+        for split in ('train', 'val', 'test'):
+            dataset = cfg[f'{split}_dataloader']['dataset']
+            assert dataset['data_root'] == root
+            assert dataset['metainfo']['classes'] == classes
+        # mmgcvit is no registry scope: its bases must not tag dicts with it.
         assert 'mmgcvit' not in scopes(cfg), scopes(cfg)
+    assert det['default_scope'] == dino['default_scope'] == 'mmdet'
 
 
 # Loads the README configs in whatever interpreter runs it; prints them
@@ -119,7 +132,7 @@ import json, os, sys
 import mmgcvit, mmgcvit_config_hook
 from mmengine.config import Config
 out = dict(mmgcvit=mmgcvit.__file__, hook=mmgcvit_config_hook.__file__)
-for key, name in (('det', sys.argv[1]), ('seg', sys.argv[2])):
+for key, name in zip(('det', 'seg', 'dino'), sys.argv[1:]):
     cfg = Config.fromfile(name)
     out[key] = cfg.to_dict()
     out[key + '_files'] = [line for line in cfg.text.splitlines()
@@ -136,7 +149,8 @@ def base_file(files, name):
 
 
 def load_in(python, folder, env=None):
-    result = subprocess.run([str(python), '-c', LOAD, DET, SEG], cwd=folder,
+    result = subprocess.run([str(python), '-c', LOAD, DET, SEG, DINO],
+                            cwd=folder,
                             env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-6000:]
@@ -158,9 +172,9 @@ def test_editable_install_serves_checkout_configs(tmp_path, coco_root,
                                                   ade20k_root):
     folder = write_configs(tmp_path / 'my_repo', coco_root, ade20k_root)
     out = load_in(sys.executable, folder)
-    check_downstream(out['det'], out['seg'], coco_root, ade20k_root)
+    check_downstream(out, coco_root, ade20k_root)
     # Editable: mmgcvit/.mim/configs are this checkout's configs.
-    for key, name in (('det', DET_BASE), ('seg', SEG_BASE)):
+    for key, name in BASES.items():
         assert base_file(out[key + '_files'], name).resolve() == (
             REPO / 'configs' / name)
 
@@ -255,14 +269,10 @@ def test_wheel_configs_load_from_installed_package(downstream, fresh_venv,
     site = fresh_venv['site']
     assert Path(out['mmgcvit']).is_relative_to(site), out['mmgcvit']
     assert Path(out['hook']).is_relative_to(site), out['hook']
-    for key, name in (('det', DET_BASE), ('seg', SEG_BASE)):
+    for key, name in BASES.items():
         assert base_file(out[key + '_files'], name) == (
             site / 'mmgcvit/.mim/configs' / name)
-    check_downstream(out['det'], out['seg'], coco_root, ade20k_root)
-
-
-def last_checkpoint(work_dir):
-    return Path((work_dir / 'last_checkpoint').read_text().strip())
+    check_downstream(out, coco_root, ade20k_root)
 
 
 @pytest.mark.slow
