@@ -432,10 +432,6 @@ def benchmark_compiled(variants, shapes=DEFAULT_SHAPES, device='cpu',
     compiled call of each (compilation included), peak training memory,
     and the ATen ops of one eager forward, per variant and shape.
 
-    Each shape gets a graph of its own, as a run at one input size does:
-    without the reset, the second shape would be compiled for dynamic
-    shapes.
-
     Returns ``dict(device, threads, compile, rows)``.
     """
     device = torch.device(device)
@@ -444,9 +440,8 @@ def benchmark_compiled(variants, shapes=DEFAULT_SHAPES, device='cpu',
                   compile=compile_kwargs, rows=[])
     for variant in variants:
         model = build_backbone(variant.backbone_cfg(), device)
+        compiled = torch.compile(model, **compile_kwargs)
         for shape in shapes:
-            torch._dynamo.reset()
-            compiled = torch.compile(model, **compile_kwargs)
             x = torch.randn(shape, device=device)
             row = dict(name=variant.name, role=variant.role,
                        shape=list(shape))
