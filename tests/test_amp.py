@@ -18,6 +18,7 @@ from mmgcvit.models import GCViT
 from mmgcvit.models.backbones.window_attention import LocalWindowAttention
 from mmgcvit.utils import torch_compat
 
+
 def toy_wrapper(**kwargs):
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(),
                                 torch.nn.Linear(8, 1))

@@ -145,7 +145,7 @@ def test_real_arch_dense_odd_size():
         outs = model(torch.randn(1, 3, 333, 517))
     sizes = expected_sizes(333, 517)
     assert [tuple(o.shape) for o in outs] == [(1, 128, *sizes[1]),
-                                             (1, 512, *sizes[3])]
+                                              (1, 512, *sizes[3])]
 
 
 def test_gradients_reach_every_parameter():

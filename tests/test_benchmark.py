@@ -134,7 +134,7 @@ def test_aten_op_count_counts_every_call():
     once = benchmark.count_aten_ops(block, x)
     assert 0 < once[1] < once[0]
     assert benchmark.count_aten_ops(Twice(block), x) == (2 * once[0],
-                                                          2 * once[1])
+                                                         2 * once[1])
 
 
 def test_bad_shape_names_the_format():

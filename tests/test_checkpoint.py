@@ -130,8 +130,8 @@ def test_timm_checkpoint_loads_into_window_24(timm_file, timm_model):
                        timm_state['stages.2.downsample.reduction.weight'])
     assert torch.equal(
         state['levels.0.q_global_gen.to_q_global.2.conv.2.fc.0.weight'],
-        timm_state['stages.0.global_block.blocks.conv3.se.fc1.weight'][:, :,
-                                                                        0, 0])
+        timm_state['stages.0.global_block.blocks.conv3.se.fc1.weight'][
+            :, :, 0, 0])
 
 
 def test_loading_reports_no_missing_backbone_keys(timm_file):

@@ -12,7 +12,7 @@ from mmengine.registry import init_default_scope
 from pycocotools import mask as mask_utils
 
 from mmgcvit.dataset_tools import (generate_ade20k, generate_coco,
-                              generate_custom_seg, synthetic)
+                                   generate_custom_seg, synthetic)
 
 SMALL = dict(num_train=8, num_val=4, img_size=128)
 

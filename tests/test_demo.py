@@ -64,8 +64,8 @@ def test_demo_learns(demo):
     # The printed summary matches the saved one.
     printed = re.search(rf'^  {re.escape(metric)}: ([\d.]+)$', output,
                         re.MULTILINE)
-    assert printed and float(printed.group(1)) == pytest.approx(value,
-                                                               rel=1e-3)
+    assert printed and float(printed.group(1)) == pytest.approx(
+        value, rel=1e-3)
     assert re.search(r'time: .* total \d+ s', output)
     if task == 'det':
         assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(summary['metrics'])

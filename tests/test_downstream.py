@@ -39,6 +39,8 @@ BASES = dict(det=DET_BASE, seg=SEG_BASE, dino=DINO_BASE)
 COCO_CLASSES = ['person', 'bicycle', 'car']
 MMDET_TRAIN = Path(mmdet.__file__).parent / '.mim/tools/train.py'
 MMSEG_TRAIN = Path(mmseg.__file__).parent / '.mim/tools/train.py'
+
+
 def readme_configs():
     """``{file name: text}`` of the README's downstream config blocks: the
     ``python`` blocks of SECTION whose first line is ``# <name>.py``."""

@@ -19,8 +19,9 @@ from mmgcvit.utils.fileio import atomic_open
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / 'tools' / 'train.py'
-# --- atomic checkpoint writes ---------------------------------------------
 
+
+# --- atomic checkpoint writes ---------------------------------------------
 def test_atomic_open_keeps_target_on_failure(tmp_path):
     target = tmp_path / 'epoch_1.pth'
     target.write_bytes(b'complete old checkpoint')
@@ -274,4 +275,3 @@ def test_preflight_passes_valid_config_in_process(small_config):
         check_data(cfg, split)
     check_pretrained(cfg)
     build_runner(cfg)
-

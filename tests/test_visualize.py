@@ -20,8 +20,9 @@ from mmengine.runner import save_checkpoint
 from mmgcvit.dataset_tools import generate_ade20k, generate_coco
 from mmgcvit.models.backbones.gcvit import GCViT
 from mmgcvit.analysis.visualization import (GAP, grad_cam, load_model,
-                                         prepare_image,
-                                         record_global_attention, tile_size)
+                                            prepare_image,
+                                            record_global_attention,
+                                            tile_size)
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / 'tools' / 'analysis_tools' / 'visualize_gcvit.py'

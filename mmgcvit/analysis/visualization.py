@@ -10,9 +10,9 @@ back into image-shaped maps: where the global tokens look inside every
 window.
 
 ``grad_cam`` computes a Grad-CAM (Selvaraju et al., 2017) of the backbone's
-last (or any output) stage for an mmdet detector (score of the top detection, optionally of
-one class) or an mmseg segmentor (logits of the top predicted class over its
-pixels), through the models' own ``predict``.
+last (or any output) stage for an mmdet detector (score of the top
+detection, optionally of one class) or an mmseg segmentor (logits of the top
+predicted class over its pixels), through the models' own ``predict``.
 
 ``load_model`` / ``prepare_image`` build a model and one test input from any
 mmdet/mmseg config, and ``overlay`` / ``make_grid`` / ``save_png`` draw

@@ -108,8 +108,9 @@ def _resolve_dtype(desc):
 
 def _check_bytes(data, count, dtype):
     if not isinstance(data, bytes) or len(data) != count * dtype.itemsize:
-        raise _refuse(f'{type(data).__name__} of {len(data) if isinstance(data, (bytes, str)) else "?"} '
-                      f'bytes where {count} {dtype} values belong')
+        size = len(data) if isinstance(data, (bytes, str)) else '?'
+        raise _refuse(f'{type(data).__name__} of {size} bytes where '
+                      f'{count} {dtype} values belong')
 
 
 def _numpy_scalar(desc, data):
@@ -193,8 +194,9 @@ class _CheckpointHistoryBuffer(HistoryBuffer):
         if not isinstance(state, dict) or not (
                 _HISTORY_FIELDS <= set(state) <=
                 _HISTORY_FIELDS | {'statistics_methods'}):
-            raise _refuse('a HistoryBuffer state with fields '
-                          f'{sorted(state) if isinstance(state, dict) else type(state).__name__}')
+            fields = (sorted(state) if isinstance(state, dict) else
+                      type(state).__name__)
+            raise _refuse(f'a HistoryBuffer state with fields {fields}')
         methods = state.get('statistics_methods', {})
         if not isinstance(methods, dict) or any(
                 _statistics_method(name) is not method

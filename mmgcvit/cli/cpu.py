@@ -26,7 +26,6 @@ from mmgcvit.utils.torch_compat import has_cpu_amp
 _AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
 
 
-
 @contextmanager
 def cpu_gloo_launch():
     """Inside the ``with`` block, mmengine's ``pytorch`` launcher starts a
@@ -89,8 +88,8 @@ def setup_cpu_fallbacks(cfg):
       wrapper only runs on accelerators; see ``mmgcvit.engine.amp``), or
       fp32 ``OptimWrapper`` on a torch without CPU mixed precision (< 2.4).
     - Distributed runs: gloo, DDP with ``device_ids=None``, and SyncBN
-      layers become BN. Each process keeps its per-process batch, so the effective batch
-      is ``world_size x batch_size`` as on GPUs.
+      layers become BN. Each process keeps its per-process batch, so the
+      effective batch is ``world_size x batch_size`` as on GPUs.
     """
     if torch.cuda.is_available():
         return

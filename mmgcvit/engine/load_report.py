@@ -112,4 +112,3 @@ class LoadReportHook(Hook):
                 '--allow-partial-checkpoint if that is intended.')
         if message:
             print_log(message, logger='current', level=logging.WARNING)
-

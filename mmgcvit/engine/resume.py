@@ -182,4 +182,3 @@ class ResumableEpochBasedTrainLoop(_ResumeRNGMixin, EpochBasedTrainLoop):
             self.run_iter(idx, data_batch)
         self.runner.call_hook('after_train_epoch')
         self._epoch += 1
-

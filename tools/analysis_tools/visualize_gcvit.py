@@ -27,8 +27,8 @@ import mmcv
 from mmengine.config import DictAction
 
 from mmgcvit.analysis.visualization import (load_model, prepare_image,
-                                         render_attention, render_grad_cam,
-                                         save_png)
+                                            render_attention,
+                                            render_grad_cam, save_png)
 
 
 def parse_args():

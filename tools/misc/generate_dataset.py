@@ -14,7 +14,7 @@ import json
 import sys
 
 from mmgcvit.dataset_tools import (generate_ade20k, generate_coco,
-                              generate_custom_seg)
+                                   generate_custom_seg)
 
 GENERATORS = dict(coco=generate_coco, ade20k=generate_ade20k,
                   custom_seg=generate_custom_seg)

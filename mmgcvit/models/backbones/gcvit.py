@@ -230,7 +230,7 @@ class GlobalQueryGenerator(nn.Module):
             x = F.interpolate(x, size=(w, w), mode='bicubic')
         B, C = x.shape[:2]
         x = x.permute(0, 2, 3, 1).reshape(B, 1, w * w, self.num_heads,
-                                           C // self.num_heads)
+                                          C // self.num_heads)
         return x.permute(0, 1, 3, 2, 4)
 
 
@@ -259,7 +259,7 @@ class GCViTBlock(nn.Module):
         self.norm1 = build_norm_layer(norm_cfg, dim)[1]
         attn = GlobalWindowAttention if use_global else LocalWindowAttention
         self.attn = attn(dim, num_heads, window_size, qkv_bias, attn_drop,
-                             drop, fused_attn)
+                         drop, fused_attn)
         self.drop_path = DropPath(drop_path)
         self.norm2 = build_norm_layer(norm_cfg, dim)[1]
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)

@@ -151,9 +151,9 @@ def check_variant(state_dict, expected):
             and found['mlp_ratio'] == expected['mlp_ratio'])
     if not same:
         raise CheckpointFormatError(
-            f'GC ViT checkpoint is variant {describe_arch(found)} but the model '
-            f'is {describe_arch(expected)}: set the backbone arch to match the '
-            'checkpoint or load the right checkpoint.')
+            f'GC ViT checkpoint is variant {describe_arch(found)} but the '
+            f'model is {describe_arch(expected)}: set the backbone arch to '
+            'match the checkpoint or load the right checkpoint.')
 
 
 def resize_table(table, window_size):
@@ -166,5 +166,3 @@ def resize_table(table, window_size):
     grid = table.T.reshape(1, heads, side, side).float()
     grid = F.interpolate(grid, size=(new_side, new_side), mode='bicubic')
     return grid.reshape(heads, new_side**2).T.to(table.dtype)
-
-

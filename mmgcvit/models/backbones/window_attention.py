@@ -194,9 +194,8 @@ class _WindowAttention(nn.Module):
         each), with their ``(heads, rows * cols, K)`` bias."""
         w = self.window_size
         bias = bias.view(*bias.shape[:-1], w, w)
-        padded_bias = torch.cat([
-            bias[..., :rows, cols:].flatten(-2), bias[..., rows:, :].flatten(-2)
-        ], -1)
+        padded_bias = torch.cat([bias[..., :rows, cols:].flatten(-2),
+                                 bias[..., rows:, :].flatten(-2)], -1)
         if collapse:
             padded_bias = padded_bias.logsumexp(-1, keepdim=True)
         bias = torch.cat([bias[..., :rows, :cols].flatten(-2), padded_bias],
