@@ -4,6 +4,7 @@ corrupt memory or change the process; bad weights are refused by name.
 Every hostile file is loaded in a fresh process, where a crash shows, and
 is first shown to do its harm when loaded without checks (so each test can
 fail)."""
+import ast
 import json
 import subprocess
 import sys
@@ -88,6 +89,32 @@ def test_hostile_pickle_refused(tmp_path, build, harm, refusal):
     # mmengine fills the class's table when a buffer is created; nothing
     # else may be in it.
     assert outcome['statistics'].items() <= BUILTIN_STATISTICS.items()
+
+
+# torch's unpickling entry points; mmgcvit.checkpoint.loading alone may call
+# them, with weights_only=True.
+UNPICKLERS = {'torch.load', 'torch.hub.load', 'load_state_dict_from_url',
+              'load_url'}
+
+
+def test_one_loading_path():
+    """No module of the package or the tools but the loader calls torch's
+    unpickling entry points."""
+    callers = []
+    for path in sorted([*(REPO / 'mmgcvit').rglob('*.py'),
+                        *(REPO / 'tools').rglob('*.py')]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ast.unparse(node.func)
+            if name in UNPICKLERS or name.split('.')[-1] in UNPICKLERS - {
+                    'torch.load', 'torch.hub.load'}:
+                weights_only = any(
+                    k.arg == 'weights_only' and ast.unparse(k.value) == 'True'
+                    for k in node.keywords)
+                callers.append((str(path.relative_to(REPO)), name,
+                                weights_only))
+    assert callers == [('mmgcvit/checkpoint/loading.py', 'torch.load', True)]
 
 
 def test_shell_command_not_run_from_a_file(tmp_path):
