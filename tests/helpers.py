@@ -3,6 +3,7 @@ skips by torch version, small arches, running our tools and the upstream
 ones, and scaled-down versions of the shipped configs."""
 import contextlib
 import importlib
+import importlib.util
 import io
 import json
 import os
@@ -29,6 +30,10 @@ from mmgcvit.utils.torch_compat import has_cpu_amp
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / 'tools'
 TRAIN = TOOLS / 'train.py'
+# mmdet's and mmseg's own train.py, where mim installs them.
+MMDET_TRAIN, MMSEG_TRAIN = (
+    Path(importlib.util.find_spec(package).origin).parent /
+    '.mim/tools/train.py' for package in ('mmdet', 'mmseg'))
 
 # --- skips and devices -------------------------------------------------------
 

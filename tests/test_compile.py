@@ -7,14 +7,12 @@ import copy
 import math
 import re
 import sys
-from pathlib import Path
 
-import mmdet
 import pytest
 import torch
 from functorch.compile import make_boxed_func
-from helpers import (REPO, TINY, TRAIN, det_scaled_down, last_checkpoint,
-                     rel_err, run, seg_scaled_down)
+from helpers import (MMDET_TRAIN, REPO, TINY, TRAIN, det_scaled_down,
+                     last_checkpoint, rel_err, run, seg_scaled_down)
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from torch._dynamo.backends.common import aot_autograd
@@ -30,7 +28,6 @@ from mmgcvit.models.backbones.window_attention import _WindowAttention
 DET_XXT = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
 SEG_XXT = (REPO /
            'configs/segmentation/upernet_gcvit-xxt_8xb2-160k_ade20k-512x512.py')
-MMDET_TRAIN = Path(mmdet.__file__).parent / '.mim/tools/train.py'
 
 requires_compile = pytest.mark.skipif(
     not hasattr(torch.library, 'custom_op'),

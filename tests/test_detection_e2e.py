@@ -11,14 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mmdet
 import pytest
-from helpers import (TEST_IMAGES, assert_coco_metrics_recomputed,
+from helpers import (MMDET_TRAIN, TEST_IMAGES, assert_coco_metrics_recomputed,
                      det_scaled_down, evaluate, requires_cpu_amp)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
-MMDET_TRAIN = Path(mmdet.__file__).parent / '.mim/tools/train.py'
 TRAIN = (sys.executable, 'tools/train.py', CONFIG)
 
 

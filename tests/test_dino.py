@@ -20,7 +20,8 @@ from pathlib import Path
 import mmdet
 import pytest
 import torch
-from helpers import REPO, TRAIN, rel_err, requires_cpu_amp, run
+from helpers import (MMDET_TRAIN, REPO, TRAIN, rel_err, requires_cpu_amp,
+                     run)
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
@@ -38,7 +39,6 @@ CONFIGS = sorted(
 NAME = re.compile(r'dino-4scale_gcvit-(t|s|b|l-384)_8xb2-(12|36)e_coco')
 ARCHS = {'t': 'tiny', 's': 'small', 'b': 'base', 'l-384': 'large-384'}
 MMDET = Path(mmdet.__file__).parent / '.mim'
-MMDET_TRAIN = MMDET / 'tools/train.py'
 T_CONFIG = 'detection/dino-4scale_gcvit-t_8xb2-12e_coco.py'
 DOC = REPO / 'docs/dino.md'
 

@@ -18,12 +18,10 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-import mmdet
-import mmseg
 import pytest
 import timm
-from helpers import (det_scaled_down, last_checkpoint, requires_cpu_amp,
-                     seg_scaled_down)
+from helpers import (MMDET_TRAIN, MMSEG_TRAIN, det_scaled_down,
+                     last_checkpoint, requires_cpu_amp, seg_scaled_down)
 from mmengine.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,8 +35,6 @@ SEG_BASE = 'segmentation/upernet_gcvit-t_8xb2-160k_ade20k-512x512.py'
 DINO_BASE = 'detection/dino-4scale_gcvit-t_8xb2-12e_coco.py'
 BASES = dict(det=DET_BASE, seg=SEG_BASE, dino=DINO_BASE)
 COCO_CLASSES = ['person', 'bicycle', 'car']
-MMDET_TRAIN = Path(mmdet.__file__).parent / '.mim/tools/train.py'
-MMSEG_TRAIN = Path(mmseg.__file__).parent / '.mim/tools/train.py'
 
 
 def readme_configs():

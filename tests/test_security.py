@@ -91,10 +91,11 @@ def test_hostile_pickle_refused(tmp_path, build, harm, refusal):
     assert outcome['statistics'].items() <= BUILTIN_STATISTICS.items()
 
 
-# torch's unpickling entry points; mmgcvit.checkpoint.loading alone may call
-# them, with weights_only=True.
-UNPICKLERS = {'torch.load', 'torch.hub.load', 'load_state_dict_from_url',
-              'load_url'}
+# torch's unpickling entry points, by full name and (torch.hub's URL
+# loaders, however imported) by last name; mmgcvit.checkpoint.loading alone
+# may call them, with weights_only=True.
+UNPICKLERS = {'torch.load', 'torch.hub.load'}
+URL_UNPICKLERS = {'load_state_dict_from_url', 'load_url'}
 
 
 def test_one_loading_path():
@@ -107,8 +108,7 @@ def test_one_loading_path():
             if not isinstance(node, ast.Call):
                 continue
             name = ast.unparse(node.func)
-            if name in UNPICKLERS or name.split('.')[-1] in UNPICKLERS - {
-                    'torch.load', 'torch.hub.load'}:
+            if name in UNPICKLERS or name.split('.')[-1] in URL_UNPICKLERS:
                 weights_only = any(
                     k.arg == 'weights_only' and ast.unparse(k.value) == 'True'
                     for k in node.keywords)

@@ -9,14 +9,11 @@ mmdet's / mmseg's own ``tools/train.py``, run from that folder.
 """
 import re
 import sys
-from pathlib import Path
 
-import mmdet
-import mmseg
 import pytest
 import torch
-from helpers import (REPO, TRAIN, det_scaled_down, last_checkpoint,
-                     requires_cpu_amp, run, seg_scaled_down)
+from helpers import (MMDET_TRAIN, MMSEG_TRAIN, REPO, TRAIN, det_scaled_down,
+                     last_checkpoint, requires_cpu_amp, run, seg_scaled_down)
 from mmengine.config import Config
 
 from mmgcvit.checkpoint import load_checkpoint
@@ -24,9 +21,7 @@ from mmgcvit.dataset_tools import generate_custom_seg
 
 DET_TEMPLATE = REPO / 'configs/detection/mask-rcnn_gcvit-t_fpn_custom-coco.py'
 SEG_TEMPLATE = REPO / 'configs/segmentation/upernet_gcvit-t_custom-seg.py'
-UPSTREAM_TRAIN = dict(
-    det=Path(mmdet.__file__).parent / '.mim/tools/train.py',
-    seg=Path(mmseg.__file__).parent / '.mim/tools/train.py')
+UPSTREAM_TRAIN = dict(det=MMDET_TRAIN, seg=MMSEG_TRAIN)
 # The classes of the generated data (conftest's COCO and generate_custom_seg).
 COCO_CLASSES = ('person', 'bicycle', 'car')
 SEG_CLASSES = ('widget', 'gadget', 'gizmo')
