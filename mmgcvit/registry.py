@@ -4,12 +4,12 @@
 MMSegmentation (whichever are installed), so configs with
 ``default_scope='mmdet'`` or ``'mmseg'`` find it as ``type='GCViT'``.
 
-The runner add-ons of :mod:`mmgcvit.engine` live in registries of their own
-scope, children of mmengine's: configs name them ``'mmgcvit.<Name>'`` (e.g.
-``optim_wrapper=dict(type='mmgcvit.CPUAmpOptimWrapper')``), which says whose
-they are, and mmengine imports :mod:`mmgcvit.engine` the first time such a
-name is looked up; ``import mmgcvit`` adds nothing to mmengine's own
-registries.
+The runner components of :mod:`mmgcvit.engine` live in registries of their
+own scope, children of mmengine's: configs name them ``'mmgcvit.<Name>'``
+(e.g. ``custom_hooks=[dict(type='mmgcvit.RNGStateHook')]``), which says
+whose they are, and mmengine imports :mod:`mmgcvit.engine` the first time
+such a name is looked up (our configs import it already, for its file
+backend); ``import mmgcvit`` adds nothing to mmengine's own registries.
 """
 import importlib
 
@@ -17,7 +17,6 @@ from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import LOOPS as MMENGINE_LOOPS
 from mmengine.registry import \
     OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
-from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
 
 SCOPE = 'mmgcvit'
@@ -28,17 +27,10 @@ HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope=SCOPE,
                  locations=_ENGINE)
 LOOPS = Registry('loop', parent=MMENGINE_LOOPS, scope=SCOPE,
                  locations=_ENGINE)
-OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS,
-                          scope=SCOPE, locations=_ENGINE)
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     'optimizer wrapper constructor',
     parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, scope=SCOPE,
     locations=_ENGINE)
-
-
-def scoped(name):
-    """The config ``type`` of one of our engine components."""
-    return f'{SCOPE}.{name}'
 
 
 def downstream_model_registries():

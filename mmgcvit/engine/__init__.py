@@ -1,18 +1,22 @@
-"""Runner add-ons (OpenMMLab's ``engine``): an optim wrapper, hooks and
-loops, registered under the ``mmgcvit`` scope (``type='mmgcvit.<Name>'``),
-and the reversible patch that makes mmengine's checkpoint writes atomic.
-Our tools apply them (``mmgcvit.cli``); nothing here runs at
-``import mmgcvit``."""
-from .amp import CPUAmpOptimWrapper, mmcv_ops_in_fp32
-from .atomic_checkpoint import atomic_checkpoint_writes
-from .load_report import LoadReportHook
+"""Runner components (OpenMMLab's ``engine``) that our configs select,
+registered under the ``mmgcvit`` scope (``type='mmgcvit.<Name>'``), and the
+atomic file backend ``'mmgcvit_atomic'``. Importing this package registers
+them; the configs import it (``custom_imports``), so every tool gets them."""
+from .checkpoint_writes import AtomicCheckpointHook, AtomicLocalBackend
+from .errors import (ONE_LINE_ERRORS, EvaluationError, PreflightError,
+                     one_line_errors)
+from .load_report import LoadReportHook, check_weights_fit
+from .metrics_file import TestMetricsHook
 from .optim_constructor import PlainDictOptimWrapperConstructor
+from .preflight import PreflightTestLoop
 from .resume import (ResumableEpochBasedTrainLoop,
                      ResumableIterBasedTrainLoop, RNGStateHook)
 
 __all__ = [
-    'CPUAmpOptimWrapper', 'mmcv_ops_in_fp32', 'atomic_checkpoint_writes',
-    'LoadReportHook', 'PlainDictOptimWrapperConstructor',
-    'ResumableEpochBasedTrainLoop',
-    'ResumableIterBasedTrainLoop', 'RNGStateHook'
+    'AtomicCheckpointHook', 'AtomicLocalBackend', 'ONE_LINE_ERRORS',
+    'EvaluationError', 'PreflightError', 'one_line_errors', 'LoadReportHook',
+    'check_weights_fit', 'TestMetricsHook',
+    'PlainDictOptimWrapperConstructor', 'PreflightTestLoop',
+    'ResumableEpochBasedTrainLoop', 'ResumableIterBasedTrainLoop',
+    'RNGStateHook'
 ]

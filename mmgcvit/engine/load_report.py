@@ -1,21 +1,26 @@
-"""One log line naming the checkpoint weights a run could not load.
+"""Whether a checkpoint's weights fit a model, in one line.
 
-Fine-tuning on other classes loads a COCO / ADE20K-trained model with
-``load_from``: mmengine's ``Runner`` loads it with ``strict=False``, so the
-classifiers, whose shapes follow the class count, are skipped and keep
-their fresh initialisation. mmengine says so only with ``print`` (nothing
-reaches the run's log file), in a block of torch's "size mismatch for ...:
-copying a param with shape ..." sentences that never says the weights were
-skipped. ``LoadReportHook`` logs one warning through the run's logger
-instead: the skipped parameters with both shapes, and the model weights the
-checkpoint lacks or the checkpoint weights the model has no place for.
+mmengine loads ``load_from`` and the test checkpoint with ``strict=False``
+and only prints torch's list of missing and unexpected keys: a checkpoint of
+another variant (GC ViT-T weights into an XXT config) or of another model
+then evaluates a partly random model and reports its numbers, and a value
+that is no tensor, or integers where the model has floats, fails deep in
+``load_state_dict`` or loads silently. :func:`check_weights_fit` names the
+problem in one line; ``LoadReportHook`` applies it to what the runner loads:
+an error when testing (``allow_partial_checkpoint=True`` in the config, or
+``tools/test.py --allow-partial-checkpoint``, allows a partial fit), a
+warning when training (``load_from`` fine-tuning on other classes skips the
+classifiers).
 """
 import logging
 import re
 
+import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.runner import BaseLoop
+
 from mmgcvit.checkpoint import CheckpointError
 from mmgcvit.registry import HOOKS
 
@@ -23,6 +28,12 @@ from mmgcvit.registry import HOOKS
 _REVISE_KEYS = [(r'^module\.', '')]
 # Names listed per kind of problem; more are counted.
 MAX_NAMES = 10
+
+
+def _names(items):
+    more = len(items) - MAX_NAMES
+    return ', '.join(items[:MAX_NAMES]) + (f' and {more} more'
+                                           if more > 0 else '')
 
 
 def _unwrap(model):
@@ -33,82 +44,82 @@ def _unwrap(model):
     return model
 
 
-def _names(items):
-    shown = ', '.join(items[:MAX_NAMES])
-    more = len(items) - MAX_NAMES
-    return shown + (f' and {more} more' if more > 0 else '')
+def check_weights_fit(state_dict, model, allow_partial=False,
+                      source='the checkpoint'):
+    """Check ``state_dict`` against ``model`` (an ``nn.Module``).
 
-
-def _shape(tensor):
-    return list(tensor.shape)
-
-
-def compare_state_dicts(checkpoint_state, model_state):
-    """``(skipped, missing, unexpected)``: keys in both with different
-    shapes as ``(key, checkpoint shape, model shape)``, model keys absent
-    from the checkpoint (BN ``num_batches_tracked`` excepted, as mmengine
-    does), checkpoint keys the model lacks."""
-    skipped = [(key, _shape(value), _shape(model_state[key]))
-               for key, value in checkpoint_state.items()
-               if key in model_state and hasattr(value, 'shape')
-               and value.shape != model_state[key].shape]
-    missing = [key for key in model_state
-               if key not in checkpoint_state
-               and not key.endswith('num_batches_tracked')]
-    unexpected = [key for key in checkpoint_state if key not in model_state]
-    return skipped, missing, unexpected
-
-
-def format_report(skipped, missing, unexpected):
-    """The one-line message; None when the checkpoint fits exactly."""
+    Raises ``CheckpointError`` (one line) when a value is not a tensor, or
+    holds integers where the model has floating-point numbers (or the other
+    way round), and, unless ``allow_partial``, when weights differ in shape,
+    model weights are absent (they would keep their initialisation) or
+    checkpoint weights have no place in the model. Returns the one-line
+    description of a partial fit (None when all fits), for a warning.
+    """
+    state = {}
+    for key, value in state_dict.items():
+        for pattern, replacement in _REVISE_KEYS:
+            key = re.sub(pattern, replacement, key)
+        state[key] = value
+    own = _unwrap(model).state_dict()
+    not_tensors = [f'{k} ({type(v).__name__})' for k, v in state.items()
+                   if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(
+            f'{source} holds values that are not tensors: '
+            f'{_names(not_tensors)}; pass a checkpoint of model weights '
+            '(a .pth written by tools/train.py).')
+    wrong_kind = [f'{k} ({v.dtype}, model {own[k].dtype})'
+                  for k, v in state.items() if k in own and
+                  v.is_floating_point() != own[k].is_floating_point()]
+    if wrong_kind:
+        raise CheckpointError(
+            f'{source} holds weights of a kind the model cannot take: '
+            f'{_names(wrong_kind)}; pass a checkpoint of this model.')
     parts = []
+    skipped = [f'{k} {list(v.shape)} -> {list(own[k].shape)}'
+               for k, v in state.items()
+               if k in own and v.shape != own[k].shape]
     if skipped:
-        parts.append(
-            f'{len(skipped)} weights NOT loaded because their shapes differ '
-            "from the model's (e.g. classifiers of a model trained on other "
-            'classes); they keep their initialisation (checkpoint shape -> '
-            'model shape): ' + _names(
-                [f'{key} {ckpt} -> {own}' for key, ckpt, own in skipped]))
+        parts.append(f'{len(skipped)} weights NOT loaded because their '
+                     "shapes differ from the model's (checkpoint -> model): "
+                     + _names(skipped))
+    missing = [k for k in own if k not in state
+               and not k.endswith('num_batches_tracked')]
     if missing:
-        parts.append(f'{len(missing)} model weights absent from the '
-                     f'checkpoint keep their initialisation: '
-                     f'{_names(missing)}')
+        parts.append(f'{len(missing)} model weights absent from it keep '
+                     f'their initialisation: {_names(missing)}')
+    unexpected = [k for k in state if k not in own]
     if unexpected:
-        parts.append(f'{len(unexpected)} checkpoint weights unused by the '
+        parts.append(f'{len(unexpected)} of its weights are unused by the '
                      f'model: {_names(unexpected)}')
     if not parts:
         return None
-    return 'Checkpoint and model differ: ' + '; '.join(parts)
+    message = f'{source} does not fit the model: ' + '; '.join(parts)
+    if not allow_partial:
+        raise CheckpointError(
+            f'{message}. Pass a checkpoint of this model and variant (e.g. '
+            'work_dirs/<config>/epoch_N.pth), or --allow-partial-checkpoint '
+            'if a partial fit is intended.')
+    return message
 
 
 @HOOKS.register_module()
 class LoadReportHook(Hook):
-    """Log what ``load_from`` / ``--resume`` / ``tools/test.py`` could not
-    load into the model, in one warning line (nothing when all fits).
+    """Check what the runner loads (``load_from``, ``resume``, the test
+    checkpoint) against the model, before it is loaded.
 
-    Args:
-        missing_is_error (bool): raise instead when the checkpoint leaves
-            model weights at their initialisation (``tools/test.py``: an
-            evaluation of a partly random model is meaningless).
+    A partial fit is an error outside training (an evaluation of a partly
+    random model measures nothing) unless the config sets
+    ``allow_partial_checkpoint=True``; in training it is a warning.
     """
 
-    def __init__(self, missing_is_error=False):
-        self.missing_is_error = missing_is_error
-
     def after_load_checkpoint(self, runner, checkpoint):
-        state = checkpoint.get('state_dict', checkpoint)
-        for pattern, replacement in _REVISE_KEYS:
-            state = {re.sub(pattern, replacement, k): v
-                     for k, v in state.items()}
-        skipped, missing, unexpected = compare_state_dicts(
-            state, _unwrap(runner.model).state_dict())
-        message = format_report(skipped, missing, unexpected)
-        if self.missing_is_error and (skipped or missing):
-            raise CheckpointError(
-                f'{message}. The checkpoint leaves these model weights '
-                'uninitialised, so the evaluation would measure a partly '
-                'random model: test a checkpoint of this whole model (e.g. '
-                'work_dirs/<config>/epoch_N.pth), or pass '
-                '--allow-partial-checkpoint if that is intended.')
+        # runner.train() builds its train loop before loading; test() and
+        # val() never do.
+        training = isinstance(runner._train_loop, BaseLoop)
+        allow = training or runner.cfg.get('allow_partial_checkpoint', False)
+        message = check_weights_fit(
+            checkpoint.get('state_dict', checkpoint), runner.model, allow,
+            f"checkpoint {runner.cfg.get('load_from') or ''}".rstrip())
         if message:
             print_log(message, logger='current', level=logging.WARNING)

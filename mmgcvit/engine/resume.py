@@ -25,8 +25,13 @@ Exact equality also needs ``randomness=dict(seed=..., deterministic=True)``,
 a single process, and dataloader workers that start from their seed every
 epoch (``num_workers=0`` or ``persistent_workers=False``): persistent
 workers carry their own generator states across epochs, which no checkpoint
-holds. ``tools/train.py`` switches every config to these loops and hook
-(``mmgcvit.cli.launch``); other runners name them ``mmgcvit.<Name>``.
+holds. Our configs select these loops (``train_cfg``) and the hook
+(``custom_hooks``), so every tool that runs them resumes exactly. The loops
+also run the pre-flight checks (:mod:`mmgcvit.engine.preflight`) before
+they build the dataloader.
+
+The generator states are saved as plain values (numpy's key as a list), so
+that the checkpoints load with torch's ``weights_only=True``.
 """
 import logging
 import random
@@ -35,17 +40,22 @@ import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmgcvit.registry import HOOKS, LOOPS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+
+from mmgcvit.registry import HOOKS, LOOPS
+from .preflight import check_training_files
 
 RNG_STATE_KEY = 'rng_state'
 
 
 def get_rng_state():
-    """The python, numpy, torch (and CUDA) generator states."""
+    """The python, numpy, torch (and CUDA) generator states, as values that
+    ``torch.load(weights_only=True)`` reads (tuples, lists, numbers,
+    strings, tensors)."""
+    kind, key, pos, has_gauss, cached_gaussian = np.random.get_state()
     return dict(
         python=random.getstate(),
-        numpy=np.random.get_state(),
+        numpy=(kind, key.tolist(), pos, has_gauss, cached_gaussian),
         torch=torch.get_rng_state(),
         cuda=torch.cuda.get_rng_state_all()
         if torch.cuda.is_available() else [])
@@ -53,7 +63,9 @@ def get_rng_state():
 
 def set_rng_state(state):
     random.setstate(state['python'])
-    np.random.set_state(state['numpy'])
+    kind, key, pos, has_gauss, cached_gaussian = state['numpy']
+    np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos,
+                         has_gauss, cached_gaussian))
     torch.set_rng_state(state['torch'])
     if state['cuda'] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
@@ -113,7 +125,7 @@ class _ResumeRNGMixin:
                 'Resumed without RNGStateHook: data order and weights are '
                 'restored, but random augmentation / sampling from here on '
                 'differs from an uninterrupted run; add '
-                "custom_hooks=[dict(type='RNGStateHook')].",
+                "custom_hooks=[dict(type='mmgcvit.RNGStateHook')].",
                 logger='current', level=logging.WARNING)
 
 
@@ -143,6 +155,7 @@ class ResumableIterBasedTrainLoop(_ResumeRNGMixin, IterBasedTrainLoop):
     resume) that continues the generators from the checkpoint."""
 
     def __init__(self, runner, dataloader, *args, **kwargs):
+        check_training_files(runner)
         super().__init__(runner, dataloader, *args, **kwargs)
         self.dataloader_iterator = _RestoreRNGBeforeFetch(
             self.dataloader_iterator, self)
@@ -153,6 +166,10 @@ class ResumableEpochBasedTrainLoop(_ResumeRNGMixin, EpochBasedTrainLoop):
     """``EpochBasedTrainLoop`` that resumes inside an epoch: it replays the
     batches of the interrupted epoch that were trained before the checkpoint
     and continues the generators from the checkpoint."""
+
+    def __init__(self, runner, dataloader, *args, **kwargs):
+        check_training_files(runner)
+        super().__init__(runner, dataloader, *args, **kwargs)
 
     def run_epoch(self):
         self.runner.call_hook('before_train_epoch')

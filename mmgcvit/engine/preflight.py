@@ -1,0 +1,145 @@
+"""Pre-flight checks: a file a run needs but cannot find is reported in one
+line (the path, the config key or flag to fix) before any work starts.
+
+Without them a missing annotation file surfaces after the model is built,
+from deep inside the dataset class; a missing pre-trained checkpoint after
+the dataset is loaded (COCO: tens of seconds), and a wrong ``--resume`` path
+as a loader error. The resumable train loops (``train_cfg``) call
+:func:`check_training_files` and ``PreflightTestLoop`` (``test_cfg``) checks
+the test data and checkpoint, each before it builds its dataloader, so any
+tool running our configs gets them. Whether the data itself is usable is the
+dataset checker's job (``tools/misc/check_dataset.py``).
+"""
+import os.path as osp
+
+from mmengine.runner import TestLoop
+
+from mmgcvit.dataset_tools.check import split_dataset_cfgs
+from mmgcvit.registry import LOOPS
+from .errors import PreflightError
+
+
+def _is_local(path):
+    return isinstance(path, str) and '://' not in path
+
+
+def _require(path, key):
+    if _is_local(path) and not osp.exists(path):
+        raise PreflightError(f'{path} does not exist: fix {key} in the config '
+                             '(or --cfg-options).')
+
+
+def check_data(cfg, split):
+    """The data root, annotation file and data folders of every dataset of
+    ``{split}_dataloader``, and the ``ann_file`` of ``{split}_evaluator``
+    (COCO metrics read it), exist."""
+    for ds_split, ds_cfg, key in split_dataset_cfgs(cfg):
+        if ds_split != split or ds_cfg.get('backend_args') is not None:
+            continue  # another split, or files behind a storage backend
+        data_root = ds_cfg.get('data_root') or ''
+        if data_root:
+            _require(data_root, f'{key}.data_root')
+        if ds_cfg.get('ann_file'):
+            _require(osp.join(data_root, ds_cfg.ann_file), f'{key}.ann_file')
+        for name, prefix in (ds_cfg.get('data_prefix') or {}).items():
+            if prefix:
+                _require(osp.join(data_root, prefix),
+                         f'{key}.data_prefix.{name}')
+    evaluators = cfg.get(f'{split}_evaluator') or []
+    if isinstance(evaluators, dict):
+        evaluators = [(f'{split}_evaluator', evaluators)]
+    else:
+        evaluators = [(f'{split}_evaluator[{i}]', e)
+                      for i, e in enumerate(evaluators)]
+    for key, evaluator in evaluators:
+        if evaluator.get('ann_file'):
+            _require(evaluator['ann_file'], f'{key}.ann_file')
+
+
+def _pretrained_checkpoints(node, key):
+    """``(key of the path, key that disables the loading, path)`` of every
+    pre-trained checkpoint the model's ``init_cfg`` (or mmseg's
+    ``pretrained=``) loads."""
+    if isinstance(node, dict):
+        init_cfg = node.get('init_cfg')
+        items = init_cfg if isinstance(init_cfg, list) else [init_cfg]
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and item.get('type') == 'Pretrained':
+                init_key = f'{key}.init_cfg' + (
+                    f'[{i}]' if isinstance(init_cfg, list) else '')
+                yield (f'{init_key}.checkpoint', init_key,
+                       item.get('checkpoint'))
+        if isinstance(node.get('pretrained'), str):
+            yield (f'{key}.pretrained', f'{key}.pretrained',
+                   node['pretrained'])
+        for name, value in node.items():
+            if name != 'init_cfg':
+                yield from _pretrained_checkpoints(value, f'{key}.{name}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _pretrained_checkpoints(value, f'{key}[{i}]')
+
+
+def check_pretrained(cfg):
+    """The local checkpoints of ``init_cfg=dict(type='Pretrained', ...)``
+    exist (loaded when the runner initialises the weights)."""
+    for key, disable, path in _pretrained_checkpoints(
+            cfg.get('model'), 'model'):
+        if _is_local(path) and not osp.isfile(path):
+            raise PreflightError(
+                f'pre-trained checkpoint {path} does not exist: put it '
+                f'there, set {key} to its path, or train from scratch with '
+                f'--cfg-options {disable}=None.')
+
+
+def check_checkpoint_flags(cfg):
+    """``load_from`` / ``--resume PATH`` name existing checkpoints, and
+    ``--resume`` alone finds the one ``last_checkpoint`` points to."""
+    load_from = cfg.get('load_from')
+    if cfg.get('resume'):
+        if load_from is None:
+            last = osp.join(cfg.work_dir, 'last_checkpoint')
+            if not osp.isfile(last):
+                return  # mmengine starts from scratch and says so
+            fix = ('pass --resume with an existing checkpoint of '
+                   f'{cfg.work_dir}, or delete {last} to start afresh')
+            with open(last, 'rb') as f:
+                try:
+                    load_from = f.read().decode().strip()
+                except UnicodeDecodeError:
+                    raise PreflightError(
+                        f'{last} (read by --resume without a path) is not '
+                        f'the text path of a checkpoint: {fix}.') from None
+            source = f'{last} (written by --resume without a path)'
+        else:
+            source = '--resume'
+            fix = ('pass an existing .pth, or --resume alone to continue '
+                   "from the work dir's last_checkpoint")
+    else:
+        source = 'load_from (the checkpoint argument of tools/test.py)'
+        fix = 'pass an existing .pth (or --cfg-options load_from=...)'
+    if _is_local(load_from) and not osp.isfile(load_from):
+        raise PreflightError(
+            f'checkpoint {load_from} named by {source} does not exist: '
+            f'{fix}.')
+
+
+def check_training_files(runner):
+    """What ``runner.train()`` reads: the checkpoints, the train and val
+    data."""
+    check_checkpoint_flags(runner.cfg)
+    check_pretrained(runner.cfg)
+    check_data(runner.cfg, 'train')
+    if runner.cfg.get('val_cfg'):
+        check_data(runner.cfg, 'val')
+
+
+@LOOPS.register_module()
+class PreflightTestLoop(TestLoop):
+    """mmengine's ``TestLoop`` that first checks the checkpoint and the test
+    data exist."""
+
+    def __init__(self, runner, dataloader, *args, **kwargs):
+        check_checkpoint_flags(runner.cfg)
+        check_data(runner.cfg, 'test')
+        super().__init__(runner, dataloader, *args, **kwargs)
