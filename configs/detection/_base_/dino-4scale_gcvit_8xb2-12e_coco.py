@@ -7,15 +7,16 @@
 _base_ = [
     'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',
     './models/gcvit.py',
+    '../../mmgcvit_runtime.py',
 ]
 model = dict(
     backbone=dict(_base_.gcvit_backbone, out_indices=(1, 2, 3)),
     neck=dict(in_channels=[128, 256, 512]))
 
 # DINO's optimiser (AdamW lr 1e-4, weight decay 1e-4, backbone lr x0.1,
-# gradient L2 norm clipped at 0.1) in mixed precision, and, as the GC ViT
-# recipe has it, no weight decay on the backbone's relative-position tables
-# and norms. mmengine applies only the longest custom key found in a
+# gradient L2 norm clipped at 0.1; fp32, `--amp` for mixed precision on
+# GPUs), and, as the GC ViT recipe has it, no weight decay on the backbone's
+# relative-position tables and norms. mmengine applies only the longest custom key found in a
 # parameter's name, so those keys (longer than 'backbone') carry the backbone
 # lr multiplier too; GC ViT's LayerNorms are its norm0..norm3 modules
 # (DINO's own are `norms.<i>`, `norm` and `memory_trans_norm`: they keep
@@ -23,8 +24,6 @@ model = dict(
 # default dtype), not bf16.
 backbone_no_decay = dict(lr_mult=0.1, decay_mult=0.)
 optim_wrapper = dict(
-    type='AmpOptimWrapper',
-    loss_scale='dynamic',
     # Plain-dict param groups: compile=True can trace the optimizer step.
     constructor='mmgcvit.PlainDictOptimWrapperConstructor',
     paramwise_cfg=dict(
@@ -37,6 +36,10 @@ optim_wrapper = dict(
             },
         }))
 
-# Registers GCViT into mmdet's MODELS, also for mmdet's own tools/train.py
-# (the DINO base brings mmdet's runtime, not ours).
-custom_imports = dict(imports=['mmgcvit'], allow_failed_imports=False)
+# What our configs add (the DINO base brings mmdet's runtime, not ours).
+default_hooks = dict(
+    checkpoint=dict(
+        type='mmgcvit.AtomicCheckpointHook',
+        backend_args=dict(backend='mmgcvit_atomic')))
+train_cfg = dict(type='mmgcvit.ResumableEpochBasedTrainLoop')
+test_cfg = dict(type='mmgcvit.PreflightTestLoop')

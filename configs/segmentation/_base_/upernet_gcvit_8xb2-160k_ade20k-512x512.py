@@ -15,10 +15,16 @@ _base_ = [
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
+    '../../mmgcvit_runtime.py',
 ]
-# Registers GCViT into mmseg's MODELS, also for mmseg's own tools/train.py.
-custom_imports = dict(imports=['mmgcvit'], allow_failed_imports=False)
 default_scope = 'mmseg'
+# What our configs add (configs/mmgcvit_runtime.py).
+default_hooks = dict(
+    checkpoint=dict(
+        type='mmgcvit.AtomicCheckpointHook',
+        backend_args=dict(backend='mmgcvit_atomic')))
+train_cfg = dict(type='mmgcvit.ResumableIterBasedTrainLoop')
+test_cfg = dict(type='mmgcvit.PreflightTestLoop')
 
 crop_size = (512, 512)
 data_preprocessor = dict(size=crop_size)
@@ -44,10 +50,10 @@ model = dict(
     auxiliary_head=dict(num_classes=150))
 
 # AdamW 6e-5 with weight decay 0.01, none on the relative-position tables
-# and norms, mixed precision.
+# and norms; fp32, `--amp` for mixed precision on GPUs.
 optim_wrapper = dict(
     _delete_=True,
-    type='AmpOptimWrapper',
+    type='OptimWrapper',
     # Plain-dict param groups: compile=True can trace the optimizer step.
     constructor='mmgcvit.PlainDictOptimWrapperConstructor',
     optimizer=dict(
