@@ -1,39 +1,81 @@
-"""Benchmark tools: they run end to end on tiny shapes, their memory
-measurement and goal bookkeeping are right, and the fused and reference
-attention paths they compare compute the same function."""
+"""tools/analysis_tools/benchmark.py and get_flops.py's shared counting:
+FLOPs, ATen ops and memory measure what runs, ratios divide two different
+rows, and the tool runs end to end on tiny shapes."""
 import json
-import math
-import os
-import os.path as osp
-import re
-import runpy
+import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
+from helpers import REPO, run, run_tool
 
 from mmgcvit.analysis import benchmark
+from mmgcvit.analysis.complexity import build_model, count_flops, load_config
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TOOLS = osp.join(REPO, 'tools', 'analysis_tools')
-TINY = '1x3x64x96'
-
-
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch):
-    # The tools' default configs are repository-relative paths.
-    monkeypatch.chdir(REPO)
+TOOL = REPO / 'tools' / 'analysis_tools' / 'benchmark.py'
+GCVIT = 'configs/detection/mask-rcnn_gcvit-t_fpn_1x_coco.py'
+SWIN = 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco'
 
 
-def _run_tool(name, argv, monkeypatch):
-    monkeypatch.setattr('sys.argv', [name] + argv)
-    runpy.run_path(osp.join(TOOLS, name), run_name='__main__')
+class Twice(torch.nn.Module):
+    """Runs its module twice: twice the work of one run."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module(self.module(x))
 
 
-def _table_rows(text):
-    """Cells of the Markdown table rows that follow the header line."""
+class Attention(torch.nn.Module):
+    """A fused/explicit attention pair, like GCViT's and timm's."""
+    fused_attn = True
+
+    def forward(self, x):
+        if self.fused_attn:
+            return F.scaled_dot_product_attention(x, x, x)
+        return (x @ x.transpose(-2, -1)).softmax(-1) @ x
+
+
+def block():
+    return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(),
+                               torch.nn.LayerNorm(8))
+
+
+def table_rows(text):
+    """Cells of the Markdown rows after the header and rule lines."""
     lines = [line for line in text.splitlines() if line.startswith('|')]
-    return [[cell.strip() for cell in line.strip('|').split('|')]
+    return [[c.strip() for c in line.strip('|').split('|')]
             for line in lines[2:]]
+
+
+def test_flops_count_twice_the_work_twice():
+    x = torch.randn(2, 8)
+    once = count_flops(block(), x)['flops']
+    # The two linear layers: 2 x 8 x 8 multiply-adds each, plus the norm.
+    assert once >= 2 * 8 * 8
+    assert count_flops(Twice(block()), x)['flops'] == 2 * once
+
+
+def test_flops_count_attention_on_its_explicit_path():
+    """q k^T and attn v: B N N D multiply-adds each; the flag comes back."""
+    attention = Attention()
+    attention.fused_attn = True
+    assert count_flops(attention, torch.randn(2, 5, 4))['flops'] == \
+        2 * (2 * 5 * 5 * 4)
+    assert attention.fused_attn is True
+
+
+def test_aten_op_count_counts_every_call():
+    """A module run twice dispatches twice the ops of one run, nested and
+    leaf alike; leaves are fewer than all ops (linear calls addmm)."""
+    x = torch.randn(2, 8)
+    module = block()
+    once = benchmark.count_aten_ops(module, x)
+    assert 0 < once[1] < once[0]
+    assert benchmark.count_aten_ops(Twice(module), x) == (2 * once[0],
+                                                          2 * once[1])
 
 
 def test_peak_memory_counts_a_transient_allocation():
@@ -48,194 +90,92 @@ def test_peak_memory_counts_a_transient_allocation():
     assert size_mib <= peak < size_mib + 4
 
 
-def backbone_tool():
-    """The globals of tools/analysis_tools/benchmark_backbone.py, where the
-    goals are defined (not run)."""
-    return runpy.run_path(osp.join(TOOLS, 'benchmark_backbone.py'))
+def test_ratios_divide_by_the_baseline_at_the_same_shape():
+    rows = [dict(name='a', shape=[1], forward_s=3., train_s=8.),
+            dict(name='a', shape=[2], forward_s=5., train_s=9.),
+            dict(name='b', shape=[1], forward_s=2., train_s=4.),
+            dict(name='b', shape=[2], forward_s=4., train_s=3.)]
+    benchmark.add_ratios(rows, 'b')
+    assert [(r.get('forward_s_ratio'), r.get('train_s_ratio'))
+            for r in rows] == [(1.5, 2.), (1.25, 3.), (None, None),
+                               (None, None)]
+    text = benchmark.table(rows, 'b')
+    assert text.splitlines()[0].endswith('| Forward / b | Fwd+bwd / b |')
+    assert [r[-2:] for r in table_rows(text)] == [
+        ['1.50', '2.00'], ['1.25', '3.00'], ['-', '-'], ['-', '-']]
 
 
-def goal_marks(goals):
-    return {text.split(' >=')[0].split(' <=')[0]: ok
-            for text, _, ok in goals}
-
-
-def test_goals_pass_and_fail_marks():
-    shape = [2, 3, 8, 8]
-
-    def row(role, forward_s, train_s, mib):
-        return dict(name=role, role=role, shape=shape, forward_s=forward_s,
-                    train_s=train_s, train_peak_mib=mib)
-
-    result = dict(rows=[
-        row('fused', 1.0, 1.0, 100.0),
-        row('reference', 3.0, 1.5, 200.0),
-        row('cp', 1.2, 1.5, 50.0),
-    ])
-    assert goal_marks(backbone_tool()['backbone_goals'](result)) == {
-        'fused forward speedup at 2×3×8×8': True,
-        'fused forward+backward speedup at 2×3×8×8': False,
-        'fused peak training memory at 2×3×8×8': True,
-        'with_cp memory saving at 2×3×8×8': True,
-        'with_cp slowdown at 2×3×8×8': False,
-    }
-
-
-def test_compile_goals_pass_and_fail_marks():
-    """Forward at the first shape, training and memory at the last; Swin's
-    rows are context, not goals."""
-    def row(shape, role, forward, train, peak):
-        return dict(name=role, role=role, shape=shape,
-                    eager_forward_s=forward[0], compiled_forward_s=forward[1],
-                    eager_train_s=train[0], compiled_train_s=train[1],
-                    eager_peak_mib=peak[0], compiled_peak_mib=peak[1])
-
-    first, last = [1, 3, 8, 8], [2, 3, 8, 8]
-    result = dict(rows=[
-        row(first, 'fused', (1.3, 1.0), (1.0, 2.0), (1.0, 9.0)),
-        row(last, 'fused', (1.0, 2.0), (1.0, 1.0), (100.0, 101.0)),
-        row(first, '', (9.0, 1.0), (9.0, 1.0), (9.0, 1.0)),
-    ])
-    assert goal_marks(backbone_tool()['compile_goals'](result)) == {
-        'compiled forward speedup at 1×3×8×8': True,
-        'compiled forward+backward speedup at 2×3×8×8': False,
-        'compiled peak training memory at 2×3×8×8': False,
-    }
-
-
-@pytest.mark.parametrize('device', ['cpu', 'cuda:0'])
-def test_report_says_where_the_speed_goals_apply(device):
-    row = dict(name='fused', role='fused', shape=[1, 3, 8, 8], forward_s=1.,
-               train_s=1., train_peak_mib=1.)
-    tool = backbone_tool()
-    text = tool['report'](benchmark.backbone_table(
-        dict(device=device, threads=2, matmul_gflops=100., rows=[row])),
-        [('a goal', '1x', True)], device)
-    assert (tool['GPU_GOALS_NOTE'] in text) == (device != 'cpu')
-    assert _table_rows(text)[0][:2] == ['fused', '1×3×8×8']
-    assert text.endswith('- PASS: a goal (measured 1x)')
-
-
-def test_aten_op_count_counts_every_call():
-    """A module run twice dispatches twice the ops of one run, nested and
-    leaf alike; leaves are fewer than all ops (linear calls addmm)."""
-
-    class Twice(torch.nn.Module):
-
-        def __init__(self, module):
-            super().__init__()
-            self.module = module
-
-        def forward(self, x):
-            return self.module(self.module(x))
-
-    block = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(),
-                                torch.nn.LayerNorm(8))
-    x = torch.randn(2, 8)
-    once = benchmark.count_aten_ops(block, x)
-    assert 0 < once[1] < once[0]
-    assert benchmark.count_aten_ops(Twice(block), x) == (2 * once[0],
-                                                         2 * once[1])
-
-
-def test_bad_shape_names_the_format():
-    with pytest.raises(Exception, match='NxCxHxW'):
-        benchmark.parse_shape('3x64x96')
+def test_compiled_row():
+    """torch.compile (dynamo's eager backend: the row, not inductor's
+    speed) times the compiled model, counts nothing twice."""
+    x = torch.randn(2, 3, 8, 8)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    eager = benchmark.benchmark_backbone(model, x, 0.01)
+    compiled = benchmark.benchmark_backbone(model, x, 0.01,
+                                            compile=dict(backend='eager'))
+    assert eager['gflops'] == 2 * 4 * 6 * 6 * 27 / 1e9
+    assert {'gflops', 'aten_ops', 'first_call_s'} & set(compiled) == {
+        'first_call_s'}
+    assert compiled['forward_s'] > 0 and compiled['train_s'] > 0
 
 
 def test_fused_and_reference_paths_agree():
-    variants = {v.role: v for v in benchmark.default_variants(
-        gcvit_arch='xxtiny')}
-    fused = benchmark.build_backbone(variants['fused'].backbone_cfg())
-    reference = benchmark.build_backbone(
-        variants['reference'].backbone_cfg())
-    reference.load_state_dict(fused.state_dict())
-    fused.eval()
-    reference.eval()
+    cfg = load_config(str(REPO / GCVIT))
+    variants = benchmark.backbone_variants('t', cfg, 'xxtiny')
+    assert [name for name, _ in variants] == [
+        't fused', 't reference', 't fused, with_cp']
+    models = [build_model(cfg, backbone).eval()
+              for _, backbone in variants[:2]]
+    models[1].load_state_dict(models[0].state_dict())
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
-        outs = list(zip(fused(x), reference(x)))
+        outs = list(zip(*(m(x) for m in models)))
     assert len(outs) == 4
-    for out_fused, out_ref in outs:
-        scale = out_ref.abs().max()
-        assert (out_fused - out_ref).abs().max() <= 1e-5 * scale
+    for fused, reference in outs:
+        torch.testing.assert_close(fused, reference, rtol=0,
+                                   atol=1e-5 * reference.abs().max())
 
 
-def test_backbone_tool_end_to_end(tmp_path, monkeypatch, capsys):
+def test_backbones_end_to_end(tmp_path):
     out = tmp_path / 'bench.json'
-    _run_tool('benchmark_backbone.py', [
-        '--shapes', TINY, '--repeats', '1', '--warmup', '0', '--arch',
-        'xxtiny', '--device', 'cpu', '--out',
-        str(out)
-    ], monkeypatch)
-    text = capsys.readouterr().out
-    header = [line for line in text.splitlines() if line.startswith('| ')][0]
-    assert [c.strip() for c in header.strip('|').split('|')] == [
-        'Backbone', 'Input', 'GFLOPs', 'Forward (s)',
-        'Forward GFLOP/s (% of matmul)', 'Fwd+bwd (s)',
-        'Peak train memory (MiB)'
-    ]
-    rows = _table_rows(text)
-    assert [r[0] for r in rows] == [
-        'GC ViT-xxtiny fused', 'GC ViT-xxtiny reference',
-        'GC ViT-xxtiny fused, with_cp', 'Swin-T (mmdet)'
-    ]
-    for cells in rows:
-        assert cells[1] == '1×3×64×96'
-        numbers = [float(c) for c in cells[2:4] + cells[5:]]
-        numbers.append(float(cells[4].split()[0]))
-        assert all(math.isfinite(n) and n > 0 for n in numbers), cells
-    # The three GC ViT variants compute the same math: one FLOP count.
-    assert len({r[2] for r in rows[:3]}) == 1
-    assert len(re.findall(r'^- (PASS|FAIL): ', text, re.M)) == 5
-    saved = json.loads(out.read_text())
-    assert len(saved['rows']) == 4 and saved['matmul_gflops'] > 0
-    assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
-
-
-def test_backbone_tool_compile_end_to_end(tmp_path, monkeypatch, capsys):
-    """--compile at a tiny size with dynamo's eager backend (the table's
-    structure, not inductor's speed): GC ViT and Swin-T rows with their
-    op counts, and the three compile goals."""
-    out = tmp_path / 'compile.json'
-    _run_tool('benchmark_backbone.py', [
-        '--compile', '--compile-backend', 'eager', '--shapes', TINY,
-        '--repeats', '1', '--warmup', '0', '--arch', 'xxtiny', '--device',
-        'cpu', '--out', str(out)
-    ], monkeypatch)
-    text = capsys.readouterr().out
-    assert "torch.compile(backend='eager', mode=None, dynamic=False)" in text
-    rows = _table_rows(text)
-    assert [r[0] for r in rows] == ['GC ViT-xxtiny fused', 'Swin-T (mmdet)']
+    text = run([sys.executable, TOOL, '--shape', 64, 96, '--arch', 'xxtiny',
+                '--device', 'cpu', '--min-run-time', 0.01, '--out', out],
+               cwd=REPO)
+    rows = table_rows(text)
     saved = json.loads(out.read_text())['rows']
-    for cells, row in zip(rows, saved):
-        assert cells[1] == '1×3×64×96'
-        assert cells[2] == f'{row["aten_ops"]} / {row["leaf_aten_ops"]}'
-        assert 0 < row['leaf_aten_ops'] < row['aten_ops']
-        for kind in ('forward', 'train'):
-            assert cells[5 if kind == 'forward' else 9] == (
-                f'{row[f"eager_{kind}_s"] / row[f"compiled_{kind}_s"]:.2f}x')
-    # GC ViT's 12 blocks with their global queries dispatch more ops than
-    # Swin-T's 12 blocks.
-    assert saved[0]['aten_ops'] > saved[1]['aten_ops']
-    assert re.findall(r'^- (?:PASS|FAIL): (compiled [a-z+ ]+) at', text,
-                      re.M) == [
-        'compiled forward speedup', 'compiled forward+backward speedup',
-        'compiled peak training memory'
-    ]
+    gcvit = 'mask-rcnn_gcvit-t_fpn_1x_coco'
+    assert [r[0] for r in rows] == [r['name'] for r in saved] == [
+        f'{gcvit} fused', f'{gcvit} reference', f'{gcvit} fused, with_cp',
+        SWIN]
+    assert {r[1] for r in rows} == {'1x3x64x96'}
+    # The three GC ViT variants compute the same function, Swin another.
+    assert len({r['gflops'] for r in saved[:3]}) == 1
+    assert saved[0]['gflops'] != saved[3]['gflops']
+    # The fused path dispatches other ops than the reference one.
+    assert saved[0]['aten_ops'] != saved[1]['aten_ops']
+    swin = saved[3]
+    for cells, row in zip(rows[:3], saved):
+        assert cells[-2:] == [f'{row["forward_s"] / swin["forward_s"]:.2f}',
+                              f'{row["train_s"] / swin["train_s"]:.2f}']
+    assert rows[3][-2:] == ['-', '-']
 
 
-def test_detector_tool_end_to_end(monkeypatch, capsys):
-    _run_tool('benchmark_detector.py', [
-        '--shape', '1x3x64x64', '--repeats', '1', '--warmup', '0',
-        '--device', 'cpu'
-    ], monkeypatch)
-    text = capsys.readouterr().out
-    rows = _table_rows(text)
-    assert [r[0] for r in rows] == [
-        'mask-rcnn_gcvit-t_fpn_1x_coco', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco'
-    ]
-    seconds = [float(r[1]) for r in rows]
-    assert all(math.isfinite(s) and s > 0 for s in seconds)
-    assert float(rows[1][2]) == 1.0
-    assert re.search(r'^- (PASS|FAIL): mask-rcnn_gcvit-t_fpn_1x_coco iteration', text,
-                     re.M)
+def test_detectors_end_to_end():
+    text = run([sys.executable, TOOL, '--detector', '--shape', 64,
+                '--batch-size', 1, '--min-run-time', 0.01], cwd=REPO)
+    rows = table_rows(text)
+    assert [r[:2] for r in rows] == [
+        ['mask-rcnn_gcvit-t_fpn_1x_coco', '1x3x64x64'], [SWIN, '1x3x64x64']]
+    assert float(rows[0][3]) == pytest.approx(
+        float(rows[0][2]) / float(rows[1][2]), abs=0.006)
+    assert rows[1][3] == '-'
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--shape', '1', '2', '3'], '--shape 1 2 3: give the input size as H W'),
+    (['missing.py'], "config 'missing.py' not found"),
+])
+def test_bad_arguments_get_one_line(args, message):
+    rc, output = run_tool([TOOL, *args], cwd=REPO)
+    assert rc == 2 and 'Traceback' not in output
+    assert message in output.strip().splitlines()[-1]

@@ -1,13 +1,9 @@
-"""FLOPs and parameters of an mmdet / mmseg (any OpenMMLab 2.x) model built
-from its config, with mmengine's ``get_model_complexity_info``.
+"""What the analysis tools share, in one place: the ``--shape H W`` format,
+loading a config, building its model, quieting mmengine's logger, and
+counting FLOPs with mmengine's ``get_model_complexity_info``.
 
-The count follows mmengine's (fvcore's) convention: one FLOP is one
-multiply-add, the unit of the FLOPs in the GC ViT, Swin and OpenMMLab
-tables. It is taken on the model's ``mode='tensor'`` forward of one random
-image after the config's data preprocessor (normalise, pad): backbone, neck
-and heads without post-processing. Two-stage detectors run their RoI heads
-on the RPN's proposals (at most ``test_cfg.rpn.max_per_img``), so their
-count depends on the proposals of the untrained model.
+FLOPs follow mmengine's (fvcore's) convention, the unit of the GC ViT, Swin
+and OpenMMLab tables: one FLOP is one multiply-add.
 """
 import importlib
 import logging
@@ -15,6 +11,8 @@ from contextlib import contextmanager
 
 import torch
 from mmengine.analysis import get_model_complexity_info
+from mmengine.config import Config
+from mmengine.hub import get_config
 from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
@@ -22,21 +20,90 @@ from mmengine.structures import BaseDataElement
 from torch import nn
 
 
-def parse_shape(shape):
-    """``(H, W)`` from ``[S]`` (square) or ``[H, W]``."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) == 1:
-        shape = shape * 2
+def parse_shape(values):
+    """``(H, W)`` from ``[S]`` (square) or ``[H, W]``, as mmdet's
+    ``get_flops.py --shape`` takes it."""
+    shape = tuple(int(v) for v in values)
+    shape = shape * 2 if len(shape) == 1 else shape
     if len(shape) != 2 or min(shape) <= 0:
         raise ValueError(
-            f'--shape {" ".join(map(str, shape))}: give the input size as '
-            'H W (e.g. --shape 1280 800) or one side S for S x S.')
+            f'--shape {" ".join(map(str, values))}: give the input size as '
+            'H W (e.g. --shape 800 1216) or one side S for S x S.')
     return shape
 
 
+def load_config(path, cfg_options=None):
+    """A config file, or a package's config (``mmdet::swin/...py``)."""
+    cfg = get_config(path) if '::' in path else Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def build_model(cfg, model_cfg=None):
+    """``model_cfg`` (default: ``cfg.model``) from the registry of the
+    config's ``default_scope``, SyncBN as BatchNorm so that it runs in one
+    process. Randomly initialised: building loads no pretrained weights
+    (``init_weights`` does)."""
+    scope = cfg.get('default_scope')
+    if not scope:
+        raise ValueError(
+            'The config has no default_scope: add default_scope = '
+            "'mmdet' (or 'mmseg') to it, as OpenMMLab configs have.")
+    init_default_scope(scope)
+    models = importlib.import_module(f'{scope}.registry').MODELS
+    return revert_sync_batchnorm(models.build(model_cfg or cfg.model))
+
+
+@contextmanager
+def quiet_logger(level=logging.ERROR):
+    """Raise mmengine's logger to ``level`` for a block: the FLOP counter
+    warns about every op it skips, ``init_weights`` and ``paramwise_cfg``
+    log a line per parameter; they would bury the report."""
+    logger = MMLogger.get_current_instance()
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+@contextmanager
+def explicit_attention(model):
+    """mmengine's counter has no handle for ``scaled_dot_product_attention``
+    and would count attention as 0 FLOPs: attention modules with an
+    explicit softmax(q k^T) v path (a ``fused_attn`` flag, as GCViT's and
+    timm's) take it for the block. The maths is the same."""
+    modules = [m for m in model.modules()
+               if isinstance(getattr(m, 'fused_attn', None), bool)]
+    flags = [m.fused_attn for m in modules]
+    for module in modules:
+        module.fused_attn = False
+    try:
+        yield
+    finally:
+        for module, flag in zip(modules, flags):
+            module.fused_attn = flag
+
+
+def count_flops(model, *inputs, show_table=False):
+    """mmengine's ``get_model_complexity_info`` of ``model(*inputs)``:
+    ``dict(flops=multiply-adds, params=..., out_table=...)``."""
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), quiet_logger(), explicit_attention(model):
+            return get_model_complexity_info(model, inputs=inputs,
+                                             show_table=show_table,
+                                             show_arch=False)
+    finally:
+        model.train(training)
+
+
 class _TensorForward(nn.Module):
-    """Calls ``model(inputs, data_samples, mode='tensor')``: the counter
-    traces ``module(*inputs)``, and data samples are not tensors."""
+    """``model(inputs, data_samples, mode='tensor')``: the counter calls
+    ``module(*inputs)``, and data samples are not tensors."""
 
     def __init__(self, model, data_samples):
         super().__init__()
@@ -47,80 +114,25 @@ class _TensorForward(nn.Module):
         return self.model(inputs, self.data_samples, mode='tensor')
 
 
-def _use_explicit_attention(model):
-    """mmengine's counter has no handle for ``scaled_dot_product_attention``
-    and would count attention as 0 FLOPs; attention modules that offer an
-    explicit softmax(q k^T) v path (a ``fused_attn`` flag, as GCViT's and
-    timm's) take it while counting. The maths is the same."""
-    for module in model.modules():
-        if isinstance(getattr(module, 'fused_attn', None), bool):
-            module.fused_attn = False
+def model_complexity(cfg, shape, show_table=False):
+    """FLOPs and parameters of ``cfg.model`` on one random ``(H, W)`` RGB
+    image after the config's data preprocessor (normalise, pad), through
+    the ``mode='tensor'`` forward: backbone, neck and heads without
+    post-processing. Two-stage detectors run their RoI heads on the RPN's
+    proposals, so their count depends on the untrained model's proposals.
 
-
-@contextmanager
-def _quiet_mmengine_logger():
-    """The counter logs a warning per op it skips (adds, activations...);
-    they would bury the report."""
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def build_model(cfg):
-    """Build ``cfg.model`` in the config's ``default_scope`` registry
-    (``mmdet``, ``mmseg``...), without loading pretrained weights."""
-    scope = cfg.get('default_scope')
-    if not scope:
-        raise ValueError(
-            'The config has no default_scope: add default_scope = '
-            "'mmdet' (or 'mmseg') to it, as OpenMMLab configs have.")
-    init_default_scope(scope)
-    models = importlib.import_module(f'{scope}.registry').MODELS
-    return models.build(cfg.model)
-
-
-def model_complexity(cfg, shape, device=None, show_table=False):
-    """FLOPs (multiply-adds) and parameters of ``cfg.model`` on one
-    ``shape = (H, W)`` RGB image.
-
-    Returns a dict: ``flops``, ``params`` (numbers), ``input_shape`` (the
-    (H, W) the model sees after the preprocessor's padding), ``table``
-    (mmengine's per-module table, '' unless ``show_table``).
+    Returns ``count_flops``'s dict plus ``input_shape``, the (H, W) the
+    model sees after padding.
     """
     height, width = parse_shape(shape)
-    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     torch.manual_seed(0)
-    model = revert_sync_batchnorm(build_model(cfg)).to(device).eval()
-    _use_explicit_attention(model)
+    model = build_model(cfg).eval()
     meta = dict(ori_shape=(height, width), img_shape=(height, width),
                 scale_factor=(1., 1.))
-    batch = dict(inputs=[torch.rand(3, height, width, device=device) * 255],
+    batch = dict(inputs=[torch.rand(3, height, width) * 255],
                  data_samples=[BaseDataElement(metainfo=meta)])
-    with torch.no_grad(), _quiet_mmengine_logger():
+    with torch.no_grad():
         data = model.data_preprocessor(batch, False)
-        info = get_model_complexity_info(
-            _TensorForward(model, data['data_samples']),
-            inputs=(data['inputs'], ),
-            show_table=show_table,
-            show_arch=False)
-    return dict(flops=info['flops'], params=info['params'],
-                input_shape=tuple(data['inputs'].shape[-2:]),
-                table=info['out_table'])
-
-
-def complexity_report(config_name, result):
-    """The text report of ``model_complexity``'s result."""
-    height, width = result['input_shape']
-    line = '=' * 60
-    return '\n'.join([
-        line,
-        f'Config: {config_name}',
-        f'Input shape: 3 x {height} x {width} (after padding)',
-        f"FLOPs: {result['flops'] / 1e9:.1f} G (multiply-adds)",
-        f"Params: {result['params'] / 1e6:.2f} M",
-        line,
-    ]) + result['table']
+    info = count_flops(_TensorForward(model, data['data_samples']),
+                       data['inputs'], show_table=show_table)
+    return dict(info, input_shape=tuple(data['inputs'].shape[-2:]))
