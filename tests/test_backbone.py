@@ -5,11 +5,15 @@ import math
 import pytest
 import timm
 import torch
+from helpers import (DEVICES, REPO, TINY, n_params, rel_err,
+                     skip_without_autocast)
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
 from torch.utils._python_dispatch import TorchDispatchMode
-from helpers import DEVICES, TINY, n_params, rel_err, skip_without_autocast
 
 import mmgcvit  # noqa: F401  (registers GCViT)
 from mmgcvit.analysis.benchmark import peak_memory_mib
+from mmgcvit.checkpoint import load_checkpoint
 from mmgcvit.models import GCViT
 from mmgcvit.models.backbones import biased_attention, gcvit
 from mmgcvit.models.backbones.gcvit_arch import ARCH_SETTINGS
@@ -414,18 +418,35 @@ def test_fused_matches_reference_stage(device):
         assert rel_err(a, b) < 1e-5
 
 
+# Largest relative error of autocast's outputs against fp32's (measured
+# on the CPU: bf16 1.1e-2, fp16 1.5e-3).
+AUTOCAST_TOLERANCE = {torch.bfloat16: 3e-2, torch.float16: 5e-3}
+
+
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize('fused', [True, False])
-def test_autocast_forward_is_finite(dtype, fused, device):
+def test_autocast_forward_matches_fp32(dtype, fused, device):
+    """Under autocast the projections run in ``dtype`` (a no-op autocast
+    fails) and the outputs stay within ``dtype``'s rounding of fp32's, on
+    inputs large enough to overflow fp16 attention logits computed
+    carelessly."""
     skip_without_autocast(device, dtype)
     torch.manual_seed(0)
     model = GCViT(arch=TINY, fused_attn=fused).eval()
     model.init_weights()
     model.to(device)
-    with torch.no_grad(), torch.autocast(device, dtype=dtype):
-        outs = model(torch.randn(1, 3, 64, 64, device=device) * 50)
-    assert all(torch.isfinite(o).all() for o in outs)
+    x = torch.randn(1, 3, 64, 64, device=device) * 50
+    dtypes = []
+    model.levels[3].blocks[1].attn.qkv.register_forward_hook(
+        lambda module, args, out: dtypes.append(out.dtype))
+    with torch.no_grad():
+        expected = model(x)
+        with torch.autocast(device, dtype=dtype):
+            outs = model(x)
+    assert dtypes == [torch.float32, dtype]
+    for out, want in zip(outs, expected):
+        assert rel_err(out.float(), want) < AUTOCAST_TOLERANCE[dtype]
 
 
 def test_attention_dropout_in_both_paths():
@@ -478,3 +499,94 @@ def test_default_init_is_official_scheme():
     assert torch.equal(model.norm0.weight, torch.ones(16))
     table = model.levels[0].blocks[0].attn.relative_position_bias_table
     assert 0.01 < table.std() < 0.03
+
+
+def test_feature_info_describes_the_outputs():
+    """Channels and strides as the outputs have them, and as timm describes
+    the same stages of its GC ViT."""
+    timm_info = timm.create_model('gcvit_xxtiny', pretrained=False,
+                                  features_only=True).feature_info
+    model = GCViT(arch='xxtiny', out_indices=(1, 3)).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 96, 160))
+    assert [info['module'] for info in model.feature_info] == ['norm1',
+                                                               'norm3']
+    for info, out, i in zip(model.feature_info, outs, (1, 3)):
+        assert out.shape[1:] == (info['num_chs'], 96 // info['reduction'],
+                                 160 // info['reduction'])
+        assert (info['num_chs'], info['reduction']) == (
+            timm_info.channels()[i], timm_info.reduction()[i])
+
+
+def saved_backbone(path, **kwargs):
+    """A GC ViT checkpoint at ``path`` holding random weights as ImageNet
+    weights do (no output norms); returns its state dict."""
+    torch.manual_seed(1)
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in GCViT(**kwargs).state_dict().items()
+             if not k.startswith('norm')}
+    torch.save({'state_dict': state}, path)
+    return state
+
+
+def assert_loaded(model, state):
+    own = model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in state.items())
+
+
+def test_list_init_cfg_with_map_location(tmp_path, monkeypatch):
+    """A list init_cfg, as BaseModule takes it: mmengine's initializers
+    first, then the checkpoint (read with the entry's map_location), which
+    overwrites what it holds and leaves the rest (the output norms)."""
+    state = saved_backbone(tmp_path / 'w.pth', arch=TINY)
+    locations = []
+
+    def recording_load(source, map_location):
+        locations.append(map_location)
+        return load_checkpoint(source, map_location=map_location)
+
+    monkeypatch.setattr(gcvit, 'load_checkpoint', recording_load)
+    model = GCViT(arch=TINY, init_cfg=[
+        dict(type='Pretrained', checkpoint=str(tmp_path / 'w.pth'),
+             map_location='cpu'),
+        dict(type='Constant', layer='LayerNorm', val=2., bias=0.)])
+    model.init_weights()
+    assert locations == ['cpu']
+    assert_loaded(model, state)
+    assert torch.equal(model.norm3.weight, torch.full((128, ), 2.))
+    # Without a Pretrained entry mmengine's initializers alone apply.
+    model = GCViT(arch=TINY, init_cfg=dict(type='Constant', layer='Linear',
+                                           val=0.5, bias=0.))
+    model.init_weights()
+    assert torch.equal(model.levels[0].blocks[0].mlp.fc1.weight,
+                       torch.full((48, 16), 0.5))
+
+
+def test_mmseg_model_pretrained_reaches_the_backbone(tmp_path):
+    """mmseg's EncoderDecoder hands ``model.pretrained`` to the backbone:
+    deprecated, it replaces the config's ImageNet URL (nothing is
+    downloaded) and loads the file."""
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(REPO / 'configs/segmentation/'
+                          'upernet_gcvit-xxt_8xb2-160k_ade20k-512x512.py')
+    backbone = {k: v for k, v in cfg.model.backbone.items()
+                if k not in ('type', 'init_cfg')}
+    state = saved_backbone(tmp_path / 'w.pth', **backbone)
+    cfg.model.pretrained = str(tmp_path / 'w.pth')
+    init_default_scope('mmseg')
+    with pytest.warns(FutureWarning, match='pretrained=.* is deprecated'):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    assert_loaded(model.backbone, state)
+
+
+@pytest.mark.parametrize('kwargs,error,message', [
+    (dict(pretrained=3), TypeError, 'must be a path'),
+    (dict(init_cfg='w.pth'), TypeError, 'a dict with a type'),
+    (dict(init_cfg=[dict(type='Pretrained', checkpoint='w.pth', url='x')]),
+     ValueError, r"unknown keys \['url'\]"),
+    (dict(init_cfg=dict(type='Pretrained')), ValueError, 'checkpoint=PATH'),
+])
+def test_bad_init_arguments_name_the_fix(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        GCViT(arch=TINY, **kwargs)

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import re
+import warnings
 
 import torch
 import torch.nn as nn
@@ -18,7 +19,8 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import constant_init, trunc_normal_init
+from mmengine.model.weight_init import (PretrainedInit, constant_init,
+                                        initialize, trunc_normal_init)
 from torch.nn.init import trunc_normal_
 
 from mmgcvit.checkpoint import CheckpointError, check_finite, load_checkpoint
@@ -84,25 +86,50 @@ def _check_norm_cfg(norm_cfg):
             'group norms belong in the neck and heads).')
 
 
-_PRETRAINED_KEYS = {'type', 'checkpoint', 'prefix', 'strict'}
+_PRETRAINED_KEYS = {'type', 'checkpoint', 'prefix', 'map_location', 'strict'}
+_PRETRAINED_EXAMPLE = \
+    "init_cfg=dict(type='Pretrained', checkpoint=PATH_OR_URL)"
 
 
-def _check_init_cfg(init_cfg):
-    if init_cfg is None:
-        return
-    example = "init_cfg=dict(type='Pretrained', checkpoint=PATH_OR_URL)"
-    if not isinstance(init_cfg, dict):
-        raise TypeError(f'GCViT init_cfg must be a dict such as {example} or '
-                        f'None, got {type(init_cfg).__name__} {init_cfg!r}.')
-    if init_cfg.get('type') != 'Pretrained':
-        return
-    unknown = set(init_cfg) - _PRETRAINED_KEYS
-    checkpoint = init_cfg.get('checkpoint')
-    if unknown or not isinstance(checkpoint, (str, os.PathLike)):
-        raise ValueError(
-            f'GCViT init_cfg={init_cfg!r}: use {example}, optionally with '
-            "prefix='backbone.' and strict=True"
-            + (f' (unknown keys {sorted(unknown)})' if unknown else '') + '.')
+def _is_pretrained(cfg):
+    return cfg.get('type') in ('Pretrained', PretrainedInit)
+
+
+def _init_cfgs(init_cfg, pretrained):
+    """``init_cfg`` as BaseModule takes it (None, a dict or a list of
+    dicts), Pretrained entries checked. The deprecated ``pretrained=PATH``
+    (mmseg's EncoderDecoder hands its ``model.pretrained`` to the backbone)
+    becomes the Pretrained entry, replacing the config's (our configs all
+    name ImageNet weights there, so refusing both, as Swin does, would
+    refuse every ``model.pretrained``)."""
+    cfgs = [] if init_cfg is None else list(init_cfg) if isinstance(
+        init_cfg, (list, tuple)) else [init_cfg]
+    for cfg in cfgs:
+        if not isinstance(cfg, dict) or 'type' not in cfg:
+            raise TypeError(
+                f'GCViT init_cfg={init_cfg!r} must be None, a dict with a '
+                f'type, or a list of them, e.g. {_PRETRAINED_EXAMPLE}.')
+    if pretrained is not None:
+        if not isinstance(pretrained, (str, os.PathLike)):
+            raise TypeError(f'GCViT pretrained={pretrained!r} must be a path '
+                            f'or URL; better, use {_PRETRAINED_EXAMPLE}.')
+        warnings.warn(
+            f'GCViT pretrained={pretrained!r} is deprecated: use '
+            f'{_PRETRAINED_EXAMPLE} (it replaces the Pretrained entry of the '
+            "backbone's init_cfg).", FutureWarning, stacklevel=3)
+        cfgs = [cfg for cfg in cfgs if not _is_pretrained(cfg)] + [
+            dict(type='Pretrained', checkpoint=pretrained)]
+    for cfg in filter(_is_pretrained, cfgs):
+        unknown = set(cfg) - _PRETRAINED_KEYS
+        if unknown or not isinstance(cfg.get('checkpoint'),
+                                     (str, os.PathLike)):
+            raise ValueError(
+                f'GCViT init_cfg entry {cfg!r}: use {_PRETRAINED_EXAMPLE}, '
+                "optionally with prefix='backbone.', map_location and "
+                'strict=True'
+                + (f' (unknown keys {sorted(unknown)})' if unknown else '')
+                + '.')
+    return init_cfg if pretrained is None else cfgs
 
 
 def query_pooling_plan(pretrain_img_size, pretrained_window_size,
@@ -349,9 +376,19 @@ class GCViT(BaseModule):
             windows in one call) or the explicit softmax(q k^T + bias) v
             (False), the reference.
         norm_cfg (dict): norm layer config (channels-last LayerNorm).
-        init_cfg (dict | None): ``dict(type='Pretrained', checkpoint=PATH)``
-            loads NVlabs, timm or mmgcvit weights (``prefix='backbone.'`` to
-            take the backbone of a detector / segmentor checkpoint).
+        pretrained (str | None): deprecated, as in mmdet's Swin: becomes
+            ``init_cfg``'s Pretrained entry.
+        init_cfg (dict | list[dict] | None): what BaseModule takes.
+            ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads
+            NVlabs, timm or mmgcvit weights through mmgcvit's loader
+            (``prefix='backbone.'`` takes the backbone of a detector /
+            segmentor checkpoint, ``map_location`` as mmengine's,
+            ``strict=True`` refuses partial weights); other entries go to
+            mmengine's initializers, applied before the checkpoints.
+
+    Attributes:
+        feature_info (list[dict]): per output, as timm's: ``num_chs``
+            (channels), ``reduction`` (stride) and ``module``.
     """
 
     def __init__(self,
@@ -371,9 +408,9 @@ class GCViT(BaseModule):
                  with_cp=False,
                  fused_attn=True,
                  norm_cfg=dict(type='LN'),
+                 pretrained=None,
                  init_cfg=None):
-        _check_init_cfg(init_cfg)
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=_init_cfgs(init_cfg, pretrained))
         settings = resolve_arch(arch)
         depths = _per_stage(settings['depths'], 'depths', (3, 4, 19, 5))
         num_heads = _per_stage(settings['num_heads'], 'num_heads',
@@ -430,6 +467,10 @@ class GCViT(BaseModule):
                 'sequence of stage indices in 0..3, e.g. out_indices=(1, 2, '
                 '3) (a single stage: (2,)).')
         self.out_indices = tuple(out_indices)
+        # What each output is, as timm's ``feature_info`` says it.
+        self.feature_info = [
+            dict(num_chs=self.num_features[i], reduction=2**(i + 2),
+                 module=f'norm{i}') for i in self.out_indices]
         if isinstance(frozen_stages, bool) or not isinstance(
                 frozen_stages, int) or not -1 <= frozen_stages <= 4:
             raise ValueError(f'GCViT frozen_stages={frozen_stages!r} must be '
@@ -480,10 +521,18 @@ class GCViT(BaseModule):
 
     def init_weights(self):
         """Truncated-normal Linear weights, zero biases, unit LayerNorms
-        (official scheme), or the checkpoint of ``init_cfg``."""
-        if self.init_cfg is None:
-            print_log(f'No pre-trained weights for {type(self).__name__}, '
-                      'training from scratch', logger='current')
+        (official scheme) or, if ``init_cfg`` has them, mmengine's
+        initializers; then the checkpoints of its Pretrained entries, last
+        as BaseModule does. Pretrained is ours: it reads NVlabs and timm
+        files and resizes the bias tables, which mmengine's cannot."""
+        cfgs = [] if self.init_cfg is None else (
+            self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else
+            [self.init_cfg])
+        pretrained = [cfg for cfg in cfgs if _is_pretrained(cfg)]
+        others = [cfg for cfg in cfgs if not _is_pretrained(cfg)]
+        if others:
+            initialize(self, others)
+        else:
             for m in self.modules():
                 if isinstance(m, nn.Linear):
                     trunc_normal_init(m, std=.02, bias=0.)
@@ -491,15 +540,17 @@ class GCViT(BaseModule):
                     constant_init(m, val=1., bias=0.)
                 elif isinstance(m, _WindowAttention):
                     trunc_normal_(m.relative_position_bias_table, std=.02)
-            return
-        if self.init_cfg.get('type') != 'Pretrained':
-            super().init_weights()
-            return
-        self.load_pretrained(self.init_cfg['checkpoint'],
-                             prefix=self.init_cfg.get('prefix'),
-                             strict=self.init_cfg.get('strict', False))
+        if not pretrained:
+            print_log(f'No pre-trained weights for {type(self).__name__}, '
+                      'training from scratch', logger='current')
+        for cfg in pretrained:
+            self.load_pretrained(
+                cfg['checkpoint'], prefix=cfg.get('prefix'),
+                strict=cfg.get('strict', False),
+                map_location=cfg.get('map_location', 'cpu'))
 
-    def load_pretrained(self, source, prefix=None, strict=False):
+    def load_pretrained(self, source, prefix=None, strict=False,
+                        map_location='cpu'):
         """Load NVlabs, timm or mmgcvit weights from a file or URL.
 
         The variant must match; relative-position tables are resized to the
@@ -507,7 +558,7 @@ class GCViT(BaseModule):
         norms excepted, which ImageNet weights do not have) or holds beyond
         the model are a warning in the run's log, an error with ``strict``.
         """
-        checkpoint = load_checkpoint(source)
+        checkpoint = load_checkpoint(source, map_location=map_location)
         state_dict, source_format = gcvit_converter(checkpoint, prefix)
         check_finite(state_dict, source)
         check_variant(state_dict, self.arch_settings)

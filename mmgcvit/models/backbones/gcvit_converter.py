@@ -13,8 +13,7 @@ import re
 import torch
 import torch.nn.functional as F
 
-from mmgcvit.checkpoint.loading import (WEIGHT_KEYS, CheckpointError,
-                                        state_dict_of)
+from mmgcvit.checkpoint import CheckpointError, state_dict_of
 from .gcvit_arch import describe_arch
 
 # timm's MbConvBlock layers -> positions in the NVlabs `conv` Sequential.
@@ -35,7 +34,7 @@ def _unwrap(obj):
             isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointFormatError(
             'GC ViT checkpoint holds no state dict (expected tensors, maybe '
-            f'under one of {WEIGHT_KEYS}); got keys '
+            "under 'state_dict' or 'model'); got keys "
             f'{sorted(obj)[:8] if isinstance(obj, dict) else type(obj)}.')
     if obj and all(k.startswith('module.') for k in obj):
         obj = {k[len('module.'):]: v for k, v in obj.items()}
