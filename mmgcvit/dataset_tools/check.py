@@ -1,18 +1,13 @@
-"""Check the dataset of any mmdet or mmseg config as their own dataset
-classes load it.
+"""Check the dataset of an mmdet or mmseg config as their own classes load it.
 
-``check_dataset`` builds the configured dataset with the library's registry
-(under the config's ``default_scope``) and reports what the class loads and
-what it drops: images its ``filter_cfg`` leaves out (and why), and, for
-COCO jsons, the annotations ``CocoDataset.parse_data_info`` drops, the
-categories outside ``metainfo.classes`` and a classes order that gives
-categories each other's labels (with the ``classes = (...)`` line that fixes
-it). What the libraries leave to a run is ours: every image is decoded fully
-with the pipeline's own ``LoadImageFromFile`` (missing, empty, truncated,
-oversized files; an EXIF orientation that turns the pixels against their
-annotations), every annotation goes through the pipeline's own
-``LoadAnnotations``, boxes must be finite, and segmentation label values must
-be classes or the ignore index.
+The dataset is built with the library's registry, once as configured and
+once without its filters, to name what the class drops and why (for COCO:
+each annotation ``CocoDataset.parse_data_info`` drops, the categories outside
+``metainfo.classes``, a classes order that swaps labels). What the libraries
+leave to a run is ours: every image decoded fully with the pipeline's own
+``LoadImageFromFile`` (broken files, EXIF turns against the annotations),
+every annotation through its ``LoadAnnotations``, finite boxes, segmentation
+label values among the classes.
 """
 import contextlib
 import io
@@ -40,10 +35,9 @@ class DatasetConfigError(Exception):
 
 @dataclass
 class CheckReport:
-    """What ``check_dataset`` found: ``errors`` drop or corrupt annotations
-    (they fail the check), ``warnings`` are usable but worth a look;
-    ``images`` / ``counts`` count per label the loaded images holding it and
-    its instances (detection) or pixels (segmentation)."""
+    """What ``check_dataset`` found: ``errors`` (they fail the check),
+    ``warnings``, and per label the loaded images holding it (``images``)
+    and its instances or pixels (``counts``)."""
     task: str
     classes: tuple
     num_images: int = 0
@@ -63,31 +57,26 @@ class CheckReport:
                 for i, c in enumerate(self.classes)]
 
     def format(self, max_lines=20):
-        """The per-class table (present classes only), then the problems."""
+        """The table of present classes, then the problems."""
         unit = 'instances' if self.task == 'detection' else 'pixels'
-        width = max([5] + [len(c) for c in self.classes])
+        rows = [('class', 'images', unit)] + [r for r in self.per_class if r[2]]
+        width = max(len(r[0]) for r in rows)
+        absent = len(self.classes) + 1 - len(rows)
         lines = [f'{self.task} dataset: {self.num_images} images, '
-                 f'{len(self.classes)} classes',
-                 f'{"class":<{width}}  {"images":>8}  {unit:>10}']
-        lines += [f'{name:<{width}}  {images:>8}  {count:>10}'
-                  for name, images, count in self.per_class if count]
-        absent = sum(1 for row in self.per_class if not row[2])
-        if absent:
-            lines.append(f'({absent} classes without any {unit})')
+                 f'{len(self.classes)} classes ({absent} without any '
+                 f'{unit})'] + [
+                     f'{a:<{width}}  {b:>8}  {c:>10}' for a, b, c in rows]
         for title, items in (('ERROR', self.errors),
                              ('WARNING', self.warnings)):
-            lines += [f'{title}: {item}' for item in items[:max_lines]]
-            if len(items) > max_lines:
-                lines.append(f'{title}: ... and {len(items) - max_lines} '
-                             'more')
-        lines.append(f'{len(self.errors)} errors, {len(self.warnings)} '
-                     'warnings')
-        return '\n'.join(lines)
+            lines += [f'{title}: {item}' for item in items[:max_lines]] + [
+                f'{title}: ... {len(items) - max_lines} more'] * (
+                    len(items) > max_lines)
+        return '\n'.join(lines + [f'{len(self.errors)} errors, '
+                                  f'{len(self.warnings)} warnings'])
 
 
 def _leaves(ds_cfg, key):
-    """The leaf dataset configs (inside RepeatDataset, ConcatDataset, ...)
-    with their config keys."""
+    """Leaf dataset configs (inside ConcatDataset, RepeatDataset, ...)."""
     if 'datasets' in ds_cfg:
         for i, part in enumerate(ds_cfg['datasets']):
             yield from _leaves(part, f'{key}.datasets[{i}]')
@@ -108,43 +97,25 @@ def split_dataset_cfgs(cfg):
                 yield split, ds_cfg, key
 
 
-def _check_paths(ds_cfg, key):
-    """One line naming the config key of a missing data root / ann file /
-    folder (the dataset class names only the path)."""
-    root = ds_cfg.get('data_root') or ''
-    paths = [(root, 'data_root'), (ds_cfg.get('ann_file'), 'ann_file')] + [
-        (prefix, f'data_prefix.{name}')
-        for name, prefix in (ds_cfg.get('data_prefix') or {}).items()]
-    for path, name in paths:
-        if path and not osp.exists(osp.join(root, path)):
-            raise DatasetConfigError(
-                f'{osp.join(root, path)} does not exist: fix {key}.{name} '
-                'in the config (or --cfg-options).')
-
-
 def _build(ds_cfg, key):
     """The dataset, or one line for whatever its data makes the class raise
     (a json nested too deep, ``images`` that are no list, ...)."""
     try:
         return DATASETS.build(ds_cfg)
     except Exception as error:  # anything the data makes the class raise
-        message = (str(error).splitlines() or [''])[0][:200]
         source = osp.join(ds_cfg.get('data_root') or '',
                           ds_cfg.get('ann_file') or '')
         raise DatasetConfigError(
-            f'{ds_cfg.get("type")} cannot load {source} '
-            f'({type(error).__name__}: {message}): fix the data or {key} '
-            'in the config.') from None
+            f'{ds_cfg.get("type")} cannot load {source} ({type(error).__name__}'
+            f': {(str(error).splitlines() or [""])[0][:200]}): fix the data '
+            f'or {key} in the config.') from None
 
 
 @dataclass
 class _Decoded:
-    """One image as a run decodes it: ``shape`` (height, width) that
-    ``LoadImageFromFile`` returns, ``stored`` in the file, the EXIF
-    ``orientation`` (1: none), or the ``problem`` that makes it unusable."""
-    shape: tuple = None
-    stored: tuple = None
-    orientation: int = 1
+    """An image as a run decodes it, or why it cannot be used."""
+    shape: tuple = None  # (height, width) LoadImageFromFile returns
+    orientation: int = 1  # the EXIF tag, 1: none
     problem: str = None
 
 
@@ -160,7 +131,7 @@ def _decode(path, loader):
     if not content:
         return _Decoded(problem='empty file (0 bytes)')
     try:
-        pil = Image.open(io.BytesIO(content))  # the header only
+        pil = Image.open(io.BytesIO(content))  # the header: refuse bombs
     except Image.DecompressionBombError as error:
         return _Decoded(problem=f'too large to decode ({error})')
     except Exception:  # a format only the loader's backend reads
@@ -171,42 +142,34 @@ def _decode(path, loader):
     except Exception:  # each backend raises its own kinds
         img = None
     if img is None:
-        return _Decoded(problem='truncated or corrupt: mmcv '
-                        f'({loader.imdecode_backend} backend) cannot '
-                        'decode it')
+        return _Decoded(problem=f'truncated or corrupt: mmcv ('
+                        f'{loader.imdecode_backend} backend) cannot decode it')
     if pil is None:
-        return _Decoded(img.shape[:2], img.shape[:2])
+        return _Decoded(img.shape[:2])
     try:
         pil.load()
-    except (OSError, ValueError, SyntaxError) as error:
-        return _Decoded(img.shape[:2], problem=f'truncated or corrupt '
-                        f'({error})')
+    except Exception as error:  # any decoding failure is the finding
+        return _Decoded(problem=f'truncated or corrupt ({error})')
     orientation = pil.getexif().get(EXIF_ORIENTATION, 1)
-    return _Decoded(img.shape[:2], (pil.height, pil.width),
-                    orientation if orientation in range(2, 9) else 1)
+    return _Decoded(img.shape[:2], orientation if orientation in range(
+        2, 9) else 1)
 
 
-def _orientation_fix(cfg, loader):
-    """The ``--cfg-options`` that switch every pipeline's image loader to
-    the other frame: stored pixels if ``loader`` turns images as their EXIF
-    tag says (mmcv's cv2 / pillow backends with color_type 'color' or
-    'grayscale'), turned ones otherwise."""
+def _orientation_fix(loader):
+    """Whether ``loader`` turns images as their EXIF tag says (mmcv's cv2 /
+    pillow backends with color_type 'color' or 'grayscale'), and the setting
+    of every pipeline's loader that gives the other frame."""
     turns = loader.color_type in ('color', 'grayscale') and \
         loader.imdecode_backend in ('cv2', 'pillow')
     color = 'grayscale' if 'grayscale' in loader.color_type else 'color'
-    options = dict(color_type=color + '_ignore_orientation' * turns)
-    if not turns and loader.imdecode_backend not in ('cv2', 'pillow'):
-        options['imdecode_backend'] = 'cv2'
-    keys = [f'{key}.pipeline.{i}' for _, ds_cfg, key in split_dataset_cfgs(cfg)
-            for i, t in enumerate(ds_cfg.get('pipeline') or [])
-            if str(t.get('type')).endswith('LoadImageFromFile')]
-    return turns, '--cfg-options ' + ' '.join(
-        f'{key}.{k}={v}' for key in keys for k, v in options.items())
+    return turns, (f"color_type='{color}{'_ignore_orientation' * turns}'" +
+                   ", imdecode_backend='cv2'" * (not turns) +
+                   " in every pipeline's LoadImageFromFile")
 
 
 def _check_image(path, image, annotated, exif, report):
-    """The decoded image against the size its annotations give
-    (``annotated``: (what, (height, width)) or None)."""
+    """The decoded image against ``annotated``: (what, (height, width))
+    the annotations give, or None."""
     what, size = annotated or ('', None)
     if image.problem:
         report.errors.append(f'{path}: {image.problem}')
@@ -217,9 +180,8 @@ def _check_image(path, image, annotated, exif, report):
             turns, fix = exif
             error += (f': LoadImageFromFile {"turns" if turns else "ignores"}'
                       f' its EXIF orientation {image.orientation}, and its '
-                      f'{what} matches the '
-                      f'{"stored" if turns else "turned"} pixels; make '
-                      f'them agree with {fix}')
+                      f'{what} matches the {"stored" if turns else "turned"}'
+                      f' pixels; make them agree with {fix}')
         report.errors.append(error)
     elif image.orientation != 1 and (image.orientation not in TURNS_90
                                      or image.shape == image.shape[::-1]):
@@ -227,59 +189,56 @@ def _check_image(path, image, annotated, exif, report):
             f'{path}: EXIF orientation {image.orientation}, which keeps the '
             'size: sizes cannot tell whether its annotations fit the stored '
             "or the turned pixels; look with mmdet's / mmseg's "
-            f'browse_dataset.py; {exif[1]} switches the frame')
+            f'browse_dataset.py; the other frame: {exif[1]}')
 
 
 def _check_coco(dataset, report):
-    """What ``CocoDataset`` drops from its json, and a classes order that
-    gives the categories each other's names."""
+    """What ``CocoDataset`` drops from its json (each annotation it parses
+    alone through the class), and a classes order that swaps names."""
     with fileio.get_local_path(dataset.ann_file, backend_args=dataset
                                .backend_args) as local, \
             contextlib.redirect_stdout(io.StringIO()):  # pycocotools' chat
         coco = dataset.COCOAPI(local)
-    source = dataset.ann_file
-    names = [coco.cats[i]['name'] for i in dataset.cat_ids]
+    names = [coco.cats[i]['name'] for i in dataset.cat_ids]  # json order
     if names[:len(report.classes)] != list(report.classes)[:len(names)]:
         line = tuple(names + [c for c in report.classes if c not in names])
         report.errors.append(
             f'metainfo.classes lists the json categories in another order '
-            f'than {source}: CocoDataset labels them in the order of its '
-            'categories list (pycocotools getCatIds), so they get other '
-            f'names; list them in that order: classes = {line!r}')
+            f'than {dataset.ann_file}: CocoDataset labels them in the order '
+            'of its categories list (pycocotools getCatIds), so they get '
+            f'other names; list them in that order: classes = {line!r}')
     if len(coco.imgs) != len(coco.dataset['images']):
-        report.errors.append(f'{source} lists some image ids more than '
-                             'once: CocoDataset loads each id once')
+        report.errors.append(f'{dataset.ann_file} lists some image ids more '
+                             'than once: CocoDataset loads each id once')
     outside = Counter()
     for ann in coco.anns.values():
         cat, img = ann.get('category_id'), coco.imgs.get(ann.get('image_id'))
         where = f'annotation id {ann.get("id")}'
         if img is None:
-            report.errors.append(f'{where}: image_id {ann.get("image_id")} '
-                                 'is not in images; CocoDataset drops it')
+            why = f'image_id {ann.get("image_id")} is not in images'
         elif cat not in coco.cats:
-            report.errors.append(f'{where} ({img["file_name"]}): category_id'
-                                 f' {cat} is no json category; CocoDataset '
-                                 'drops it')
+            why = f'category_id {cat} is no json category'
         elif cat not in dataset.cat_ids:
             outside[coco.cats[cat]['name'], cat] += 1
-        elif not dataset.parse_data_info(dict(
-                raw_ann_info=[ann], raw_img_info=dict(img, img_id=img['id'])
-        ))['instances']:
-            report.errors.append(f'{where} ({img["file_name"]}): '
-                                 f'{_why_dropped(ann, img)}; CocoDataset '
-                                 'drops it')
+            continue
+        elif dataset.parse_data_info(dict(raw_ann_info=[ann], raw_img_info=(
+                dict(img, img_id=img['id']))))['instances']:
+            continue
+        else:
+            why = _why_dropped(ann, img)
+        where += f' ({img["file_name"]})' if img else ''
+        report.errors.append(f'{where}: {why}; CocoDataset drops it')
     if outside:
-        listed = ', '.join(f'{name!r} (id {cat}, {n})'
-                           for (name, cat), n in outside.most_common(5))
         report.warnings.append(
             f'{sum(outside.values())} annotations of json categories outside'
-            f' metainfo.classes, which CocoDataset drops: {listed}' +
+            ' metainfo.classes, which CocoDataset drops: ' + ', '.join(
+                f'{name!r} (id {cat}, {n})'
+                for (name, cat), n in outside.most_common(5)) +
             (f' and {len(outside) - 5} more' if len(outside) > 5 else ''))
 
 
 def _why_dropped(ann, img):
-    """Which of ``CocoDataset.parse_data_info``'s conditions ``ann`` fails,
-    in words."""
+    """Which condition of ``CocoDataset.parse_data_info`` ``ann`` fails."""
     bbox, area = ann['bbox'], ann.get('area')
     if ann.get('ignore', False):
         return "it has 'ignore' set"
@@ -287,18 +246,15 @@ def _why_dropped(ann, img):
         return f'bbox {bbox} / area {area} is not finite (NaN or Inf)'
     if bbox[2] < 1 or bbox[3] < 1 or area <= 0:
         return f'bbox {bbox} / area {area} is under one pixel'
-    return f'bbox {bbox} lies outside the {img["width"]}x{img["height"]} ' \
-        'image'
+    return f'bbox {bbox} lies outside the {img["width"]}x{img["height"]} image'
 
 
 def _report_dropped(ds_cfg, key, infos, kept, report):
-    """The images the class lists but its ``filter_cfg`` drops, and why."""
-    dropped = [i for i in infos if i['img_path'] not in kept]
-    if not dropped:
-        return
-    filters = ds_cfg.get('filter_cfg') or {}
-    reasons = {}
-    for info in dropped:
+    """The images the unfiltered class lists but the configured drops."""
+    filters, reasons = ds_cfg.get('filter_cfg') or {}, {}
+    for info in infos:
+        if info['img_path'] in kept:
+            continue
         if min(info.get('width', 1e9), info.get('height', 1e9)) < \
                 filters.get('min_size', 0):
             why = f'are smaller than {key}.filter_cfg.min_size'
@@ -308,23 +264,21 @@ def _report_dropped(ds_cfg, key, infos, kept, report):
         else:
             why = f'are not in {key}.indices'
         reasons.setdefault(why, []).append(osp.basename(info['img_path']))
-    said = '; '.join(f'{len(v)} {why}, e.g. {v[:3]}'
-                     for why, v in reasons.items())
-    line = (f'{ds_cfg.get("type")} loads {len(kept)} of the {len(infos)} '
-            f'images of {ds_cfg.get("ann_file") or key}, dropping those that'
-            f' {said}')
-    if kept:
-        report.warnings.append(line)
-    else:
-        report.errors.append(line + ': nothing is left to load; fix the '
-                             'data or these keys')
+    if reasons:
+        line = (f'{ds_cfg.get("type")} loads {len(kept)} of the {len(infos)}'
+                f' images of {ds_cfg.get("ann_file") or key}, dropping those'
+                ' that ' + '; '.join(f'{len(v)} {why}, e.g. {v[:3]}'
+                                     for why, v in reasons.items()))
+        if kept:
+            report.warnings.append(line)
+        else:
+            report.errors.append(f'{line}: nothing is left to load; fix the '
+                                 'data or these keys')
 
 
-def _check_leaf(cfg, ds_cfg, key, report, workers):
-    """One leaf dataset: built as configured and unfiltered, to name what
-    its filters drop; then every image and its annotations."""
+def _check_leaf(ds_cfg, key, full, report, workers):
+    """One leaf dataset, given its unfiltered build ``full``."""
     from mmcv.transforms import LoadImageFromFile
-    full = _build(dict(ds_cfg, filter_cfg=None, indices=None), key)
     try:
         dataset = DATASETS.build(ds_cfg)
         kept = {dataset.get_data_info(i)['img_path']
@@ -341,12 +295,12 @@ def _check_leaf(cfg, ds_cfg, key, report, workers):
         from mmseg.datasets.transforms import LoadAnnotations
     report.num_images += len(kept)
     _report_dropped(ds_cfg, key, infos, kept, report)
-    transforms = getattr(full.pipeline, 'transforms', [])
-    loader = next((t for t in transforms if isinstance(
-        t, LoadImageFromFile)), LoadImageFromFile())
-    annotate = next((t for t in transforms if isinstance(
-        t, LoadAnnotations)), LoadAnnotations())
-    exif = _orientation_fix(cfg, loader)
+    steps = getattr(full.pipeline, 'transforms', [])
+    loader = next((t for t in steps if isinstance(t, LoadImageFromFile)),
+                  LoadImageFromFile())
+    annotate = next((t for t in steps if isinstance(t, LoadAnnotations)),
+                    LoadAnnotations())
+    exif = _orientation_fix(loader)
     with ThreadPoolExecutor(workers) as pool:  # decoders release the GIL
         decoded = pool.map(lambda i: _decode(i['img_path'], loader), infos)
         for info, image in zip(infos, decoded):
@@ -357,8 +311,8 @@ def _check_leaf(cfg, ds_cfg, key, report, workers):
 
 
 def _check_annotations(info, image, annotate, kept, report, ignore_index):
-    """The annotations of one image, through the pipeline's
-    ``LoadAnnotations``; returns what it says the image size is."""
+    """One image's annotations, through the pipeline's ``LoadAnnotations``;
+    returns (what, size) they give the image, or None."""
     path = info.get('seg_map_path') or info['img_path']
     boxes = [i['bbox'] for i in info.get('instances', [])]
     if not np.isfinite(np.asarray(boxes, float)).all():
@@ -407,7 +361,7 @@ def check_dataset(config, split='train', cfg_options=None, workers=None):
     config (a path or an ``mmengine.Config``); ``workers`` threads decode
     the images (None: one per CPU, at most 8). Returns a ``CheckReport``;
     raises ``DatasetConfigError`` (one line) when the config names no such
-    split, no known scope, missing paths, or data the class cannot load."""
+    split, no known scope, or data the class cannot load (missing too)."""
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -424,12 +378,11 @@ def check_dataset(config, split='train', cfg_options=None, workers=None):
     init_default_scope(scope)
     report = None
     for ds_cfg, key in leaves:
-        _check_paths(ds_cfg, key)
-        if report is None:  # the classes of the first part name the labels
-            metainfo = _build(dict(ds_cfg, lazy_init=True), key).metainfo
-            report = CheckReport(
-                'detection' if scope == 'mmdet' else 'segmentation',
-                tuple(metainfo['classes']))
-        _check_leaf(cfg, ds_cfg, key, report,
+        full = _build(dict(ds_cfg, filter_cfg=None, indices=None), key)
+        # The classes of the first part name the labels.
+        report = report or CheckReport(
+            'detection' if scope == 'mmdet' else 'segmentation',
+            tuple(full.metainfo['classes']))
+        _check_leaf(ds_cfg, key, full, report,
                     workers or min(8, os.cpu_count() or 1))
     return report
