@@ -59,7 +59,8 @@ class CheckReport:
     def format(self, max_lines=20):
         """The table of present classes, then the problems."""
         unit = 'instances' if self.task == 'detection' else 'pixels'
-        rows = [('class', 'images', unit)] + [r for r in self.per_class if r[2]]
+        rows = [('class', 'images', unit)] + [
+            row for row in self.per_class if row[2]]
         width = max(len(r[0]) for r in rows)
         absent = len(self.classes) + 1 - len(rows)
         lines = [f'{self.task} dataset: {self.num_images} images, '
@@ -106,8 +107,9 @@ def _build(ds_cfg, key):
         source = osp.join(ds_cfg.get('data_root') or '',
                           ds_cfg.get('ann_file') or '')
         raise DatasetConfigError(
-            f'{ds_cfg.get("type")} cannot load {source} ({type(error).__name__}'
-            f': {(str(error).splitlines() or [""])[0][:200]}): fix the data '
+            f'{ds_cfg.get("type")} cannot load {source} ('
+            f'{type(error).__name__}: '
+            f'{(str(error).splitlines() or [""])[0][:200]}): fix the data '
             f'or {key} in the config.') from None
 
 
