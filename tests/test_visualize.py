@@ -1,5 +1,5 @@
-"""Global-query attention maps and Grad-CAM (``mmgcvit.analysis.visualization``
-and ``tools/analysis_tools/visualize_gcvit.py``).
+"""Global-query attention maps (``mmgcvit.analysis.visualization`` and
+``tools/analysis_tools/visualize_gcvit.py``).
 
 The attention drawn must be the model's own: softmax rows, equal to a
 recomputation from the block's inputs and weights, unchanged model outputs,
@@ -7,24 +7,21 @@ and local to the windows whose content changes. The pictures must keep the
 image's aspect ratio.
 """
 import math
-import subprocess
 import sys
-from pathlib import Path
 
 import mmcv
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import REPO, run, run_tool
 from mmengine.runner import save_checkpoint
 
-from mmgcvit.dataset_tools import generate_ade20k, generate_coco
-from mmgcvit.models.backbones.gcvit import GCViT
-from mmgcvit.analysis.visualization import (GAP, grad_cam, load_model,
-                                            prepare_image,
+from mmgcvit.analysis.visualization import (GAP, load_model, prepare_image,
                                             record_global_attention,
                                             tile_size)
+from mmgcvit.dataset_tools import generate_ade20k, generate_coco
+from mmgcvit.models.backbones.gcvit import GCViT
 
-REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / 'tools' / 'analysis_tools' / 'visualize_gcvit.py'
 DET_CONFIG = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_demo-shapes.py'
 SEG_CONFIG = (REPO / 'configs/segmentation/'
@@ -166,18 +163,9 @@ def seg_image(tmp_path_factory):
         (data.data_root / 'images' / 'validation').glob('*.jpg')))
 
 
-def expected_grid(tiles, ncols, tile):
-    nrows = math.ceil(tiles / ncols)
-    return (nrows * tile[0] + (nrows - 1) * GAP,
-            ncols * tile[1] + (ncols - 1) * GAP)
-
-
-def run_tool(*args):
-    result = subprocess.run(
-        [sys.executable, str(TOOL), *map(str, args)], cwd=REPO,
-        capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    return result.stdout
+def expected_grid(rows, cols, tile):
+    """torchvision's make_grid: GAP pixels around and between tiles."""
+    return (rows * (tile[0] + GAP) + GAP, cols * (tile[1] + GAP) + GAP)
 
 
 @pytest.mark.parametrize('task', ['det', 'seg'])
@@ -185,75 +173,43 @@ def test_tool_pictures_keep_the_image_aspect_ratio(task, det_image,
                                                    seg_image, tmp_path):
     config, image = (DET_CONFIG, det_image) if task == 'det' else \
         (SEG_CONFIG, seg_image)
-    out = run_tool(config, image, '--out-dir', tmp_path, '--tile-size', 200)
+    out = run([sys.executable, TOOL, config, image, '--out-dir', tmp_path,
+               '--tile-size', 200], cwd=REPO)
     tile = tile_size((HEIGHT, WIDTH), 200)
     assert tile == (120, 200)
-    # XXT: (global blocks, heads) per stage; at most 8 tiles per row.
+    # XXT: a row per global block, a column per head.
     for stage, (blocks, heads) in enumerate([(1, 2), (1, 4), (3, 8),
                                              (1, 16)]):
-        png = mmcv.imread(tmp_path / f'attention_stage{stage + 1}.png')
-        assert png.shape[:2] == expected_grid(blocks * heads,
-                                              min(heads, 8), tile)
-    png = mmcv.imread(tmp_path / 'gradcam.png')
-    assert png.shape[:2] == expected_grid(2, 2, tile)
-    assert 'Grad-CAM of class' in out
-
-
-def test_grad_cam_of_a_chosen_class_and_stage(det_image, seg_image):
-    """Random-init models: Grad-CAM over the chosen stage's grid for the
-    requested class (the detector keeps every detection, so each class
-    has one)."""
-    model = load_model(str(DET_CONFIG))
-    batch = prepare_image(model, det_image)
-    size = batch['inputs'].shape[-2:]
-    for label in range(3):
-        cam = grad_cam(model, batch, label)
-        assert cam.label == label
-        assert cam.cam.shape == (size[0] // 32, size[1] // 32)
-        assert (cam.cam >= 0).all() and len(cam.box) == 4
-    cam = grad_cam(model, batch, stage=2)
-    assert cam.cam.shape == (size[0] // 16, size[1] // 16)
-    with pytest.raises(ValueError, match='stage 5 is not an output'):
-        grad_cam(model, batch, stage=4)
-    model = load_model(str(SEG_CONFIG))
-    cam = grad_cam(model, prepare_image(model, seg_image), 2)
-    assert cam.label == 2 and cam.box is None
-    assert torch.isfinite(cam.cam).all() and (cam.cam >= 0).all()
+        png = tmp_path / f'attention_stage{stage + 1}.png'
+        assert f'stage {stage + 1} global-query attention: {png}' in out
+        assert mmcv.imread(png).shape[:2] == expected_grid(blocks, heads,
+                                                           tile)
 
 
 def test_tool_loads_a_checkpoint(det_image, tmp_path):
     """A checkpoint's weights are the ones drawn: attention maps of a
     saved model differ from a fresh random model's and match its own."""
     torch.manual_seed(1)
-    model = load_model(str(DET_CONFIG))
+    model = load_model(DET_CONFIG)
     ckpt = tmp_path / 'model.pth'
-    save_checkpoint(
-        dict(state_dict=model.state_dict(),
-             meta=dict(dataset_meta=dict(classes=('a', 'b', 'c')))),
-        str(ckpt))
-    loaded = load_model(str(DET_CONFIG), str(ckpt))
-    assert loaded.dataset_meta['classes'] == ('a', 'b', 'c')
+    save_checkpoint(dict(state_dict=model.state_dict()), str(ckpt))
+    loaded = load_model(DET_CONFIG, ckpt)
     batch = prepare_image(loaded, det_image)
-    maps = [
-        record(m.backbone, batch['inputs'])[0][0].weights
-        for m in (model, loaded, load_model(str(DET_CONFIG)))
-    ]
+    maps = [record(m.backbone, batch['inputs'])[0][0].weights
+            for m in (model, loaded, load_model(DET_CONFIG))]
     torch.testing.assert_close(maps[0], maps[1])
     assert not torch.allclose(maps[0], maps[2])
-    out = run_tool(DET_CONFIG, det_image, '--checkpoint', ckpt, '--out-dir',
-                   tmp_path / 'vis', '--class', 'b', '--query-token', 1, 2,
-                   '--stage', 3)
-    assert 'Grad-CAM of class b' in out
-    assert (tmp_path / 'vis' / 'gradcam.png').is_file()
+    run([sys.executable, TOOL, DET_CONFIG, det_image, '--checkpoint', ckpt,
+         '--out-dir', tmp_path / 'vis', '--query-token', 1, 2], cwd=REPO)
+    assert (tmp_path / 'vis' / 'attention_stage4.png').is_file()
 
 
-def test_tool_names_bad_input(det_image, tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(TOOL), str(DET_CONFIG), det_image,
-         '--checkpoint', str(tmp_path / 'missing.pth')],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0
-    assert 'missing.pth\' does not exist' in result.stderr
-    model = load_model(str(DET_CONFIG))
-    with pytest.raises(ValueError, match='no detection of class 7'):
-        grad_cam(model, prepare_image(model, det_image), 7)
+@pytest.mark.parametrize('args, message', [
+    (['--checkpoint', 'missing.pth'], "checkpoint 'missing.pth' does not "
+     'exist'),
+    (['--query-token', '9', '0'], 'query token (9, 0) is outside the 8x8'),
+])
+def test_tool_names_bad_input(det_image, args, message):
+    rc, output = run_tool([TOOL, DET_CONFIG, det_image, *args], cwd=REPO)
+    assert rc == 2 and 'Traceback' not in output
+    assert message in output.strip().splitlines()[-1]
