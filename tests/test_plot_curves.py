@@ -4,7 +4,6 @@ folders (records written here in mmengine's format: training records
 carry ``loss``, validation records the evaluator's keys)."""
 import json
 
-import cv2
 import pytest
 from helpers import REPO, run_tool
 
@@ -53,36 +52,50 @@ def det_work_dir(tmp_path):
     return work_dir
 
 
-def test_newest_training_run_and_summary_metrics(det_work_dir, tmp_path):
+def lines(fig):
+    """``{label: (x, y)}`` of each plotted line, the loss as ``'loss'``."""
+    ax_loss, ax_metric = fig.axes
+    data = {'loss': tuple(map(list, ax_loss.lines[0].get_data()))}
+    for line in ax_metric.lines:
+        data[line.get_label()] = tuple(map(list, line.get_data()))
+    return data
+
+
+def test_newest_training_run_and_summary_metrics(det_work_dir):
     log_dir = find_log_dir(str(det_work_dir))
     assert log_dir == str(det_work_dir / '20261201_110000')
     assert find_log_dir(log_dir) == log_dir
-    train, val = read_scalars(log_dir)
-    assert [r['loss'] for r in train] == [3.0, 1.5, 1.0, 0.75]
-    assert len(val) == 2
-    out = tmp_path / 'curves.png'
-    assert plot_curves(train, val, out) == [
-        'coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP']
-    assert cv2.imread(str(out)).shape == (360, 1000, 3)
+    fig, metrics = plot_curves(*read_scalars(log_dir))
+    assert metrics == ['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP']
+    assert lines(fig) == {
+        'loss': ([1, 2, 3, 4], [3.0, 1.5, 1.0, 0.75]),
+        'coco/bbox_mAP': ([1, 2], [0.1, 0.2]),
+        'coco/bbox_mAP_50': ([1, 2], [0.2, 0.4]),
+        'coco/segm_mAP': ([1, 2], [0.08, 0.16]),
+    }
+    assert fig.axes[1].get_xlabel() == 'epoch'
 
 
 def test_chosen_metrics_and_iteration_runs(tmp_path):
-    records = [dict(lr=1e-4, loss=2.0, iter=i, step=i) for i in (10, 20)]
+    records = [dict(lr=1e-4, loss=2.0 + i, iter=i, step=i) for i in (10, 20)]
     records += [dict(aAcc=80.0, mIoU=40.0 + i, mAcc=50.0, step=i)
                 for i in (10, 20)]
     train, val = read_scalars(write_log(tmp_path / 'seg', records))
-    assert plot_curves(train, val, tmp_path / 'a.png') == [
-        'aAcc', 'mIoU', 'mAcc']
-    assert plot_curves(train, val, tmp_path / 'b.png', ['mIoU']) == ['mIoU']
+    fig, metrics = plot_curves(train, val)
+    assert metrics == ['aAcc', 'mIoU', 'mAcc']
+    assert fig.axes[1].get_xlabel() == 'iteration'
+    fig, metrics = plot_curves(train, val, ['mIoU'])
+    assert lines(fig) == {'loss': ([10, 20], [12.0, 22.0]),
+                          'mIoU': ([10, 20], [50.0, 60.0])}
     with pytest.raises(CurvesError, match=r'no validation records of '
                        r'mAP: choose among aAcc, mAcc, mIoU$'):
-        plot_curves(train, val, tmp_path / 'c.png', ['mAP'])
+        plot_curves(train, val, ['mAP'])
     # A run without validation, and one shorter than the logger's interval.
-    assert plot_curves(train, [], tmp_path / 'd.png') == []
-    assert plot_curves([], val, tmp_path / 'e.png') == [
-        'aAcc', 'mIoU', 'mAcc']
-    for name in ('d.png', 'e.png'):
-        assert cv2.imread(str(tmp_path / name)).shape == (360, 1000, 3)
+    fig, metrics = plot_curves(train, [])
+    assert metrics == [] and fig.axes[1].get_title() == 'no validation'
+    fig, _ = plot_curves([], val)
+    assert lines(fig)['loss'] == ([], [])
+    assert fig.axes[0].get_title().startswith('no training loss')
 
 
 def test_work_dir_without_training_records(det_work_dir, tmp_path):
@@ -102,6 +115,7 @@ def test_tool(det_work_dir):
         f'{det_work_dir}/curves.png: training loss (4 records) and '
         'coco/bbox_mAP, coco/bbox_mAP_50, coco/segm_mAP of '
         f'{det_work_dir}/20261201_110000')
+    assert (det_work_dir / 'curves.png').is_file()
     rc, output = run_tool([TOOL, det_work_dir, '--metrics', 'mIoU'],
                           cwd=det_work_dir)
     assert rc == 1 and 'Traceback' not in output

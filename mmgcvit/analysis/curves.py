@@ -1,13 +1,16 @@
 """Training-loss and validation-metric curves of a run, from the
 ``vis_data/scalars.json`` that mmengine's ``LocalVisBackend`` writes into
-every log folder (``<work_dir>/<timestamp>/``)."""
+every log folder (``<work_dir>/<timestamp>/``).
+
+mmdet's ``tools/analysis_tools/analyze_logs.py plot_curve`` reads the same
+records, but only of epoch-based runs, one key per call and needs seaborn:
+this covers mmseg's iteration-based runs too and finds the run itself.
+"""
 import json
 import os
 import os.path as osp
 
 from matplotlib.figure import Figure
-
-from mmgcvit.utils.fileio import atomic_open
 
 SCALARS = osp.join('vis_data', 'scalars.json')
 # What a validation record holds besides its metrics.
@@ -19,16 +22,6 @@ _SUMMARY_SUFFIXES = ('_mAP', '_mAP_50', 'mIoU', 'mAcc', 'aAcc')
 
 class CurvesError(ValueError):
     """A work dir without the records to plot; the message says why."""
-
-
-def read_scalars(log_dir):
-    """``(train, val)``: the training records (those with a ``loss``) and
-    the validation records of ``log_dir``'s ``scalars.json``."""
-    with open(osp.join(log_dir, SCALARS)) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    train = [r for r in records if 'loss' in r]
-    val = [r for r in records if 'loss' not in r]
-    return train, val
 
 
 def find_log_dir(path):
@@ -49,52 +42,40 @@ def find_log_dir(path):
         'visualizer.vis_backends, as the mmdet and mmseg defaults have)')
 
 
-def summary_metrics(val):
-    """The summary metrics found in the validation records, in order of
-    appearance."""
-    keys = [k for r in val for k in r if k not in _NOT_METRICS]
-    return list(dict.fromkeys(k for k in keys
-                              if k.endswith(_SUMMARY_SUFFIXES)))
+def read_scalars(log_dir):
+    """``(train, val)``: the training records (those with a ``loss``) and
+    the validation records of ``log_dir``'s ``scalars.json``."""
+    with open(osp.join(log_dir, SCALARS)) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return ([r for r in records if 'loss' in r],
+            [r for r in records if 'loss' not in r])
 
 
-def plot_curves(train, val, path, metrics=None):
-    """Write the training loss per logged iteration and the validation
-    ``metrics`` (default: ``summary_metrics``) to the PNG ``path``."""
-    available = {k for r in val for k in r if k not in _NOT_METRICS}
-    metrics = summary_metrics(val) if metrics is None else list(metrics)
+def plot_curves(train, val, metrics=None):
+    """``(figure, metrics)``: the training loss per logged iteration and the
+    validation ``metrics`` (default: the summary metrics found)."""
+    available = list(dict.fromkeys(k for r in val for k in r
+                                   if k not in _NOT_METRICS))
+    if metrics is None:
+        metrics = [k for k in available if k.endswith(_SUMMARY_SUFFIXES)]
     unknown = [m for m in metrics if m not in available]
     if unknown:
         raise CurvesError(
             f'no validation records of {", ".join(unknown)}: choose among '
             f'{", ".join(sorted(available)) or "none (no validation ran)"}')
-    by_epoch = bool(train) and 'epoch' in train[0]
     # A bare Figure (no pyplot): no display backend, no global state.
-    fig = Figure(figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6), layout='tight')
     ax_loss, ax_metric = fig.subplots(1, 2)
     ax_loss.plot([r['step'] for r in train], [r['loss'] for r in train])
-    ax_loss.set(xlabel='iteration', ylabel='training loss',
-                title='training loss')
-    if not train:
-        _note(ax_loss, 'no loss logged:\nthe run was shorter than\n'
-              "the logger's interval")
+    ax_loss.set(xlabel='iteration', title='training loss' if train else
+                "no training loss: the run was shorter than the logger's "
+                'interval')
     for metric in metrics:
         points = [(r['step'], r[metric]) for r in val if metric in r]
         ax_metric.plot(*zip(*points), marker='o', label=metric)
+    by_epoch = bool(train) and 'epoch' in train[0]
     ax_metric.set(xlabel='epoch' if by_epoch else 'iteration',
-                  title='validation')
-    ax_metric.xaxis.get_major_locator().set_params(integer=True)
+                  title='validation' if metrics else 'no validation')
     if metrics:
         ax_metric.legend()
-    else:
-        _note(ax_metric, 'no validation in this run')
-    for ax in (ax_loss, ax_metric):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_open(path, 'wb') as f:
-        fig.savefig(f, format='png', dpi=100)
-    return metrics
-
-
-def _note(ax, text):
-    ax.text(0.5, 0.5, text, ha='center', va='center',
-            transform=ax.transAxes)
+    return fig, metrics
