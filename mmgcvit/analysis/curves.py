@@ -2,9 +2,11 @@
 ``vis_data/scalars.json`` that mmengine's ``LocalVisBackend`` writes into
 every log folder (``<work_dir>/<timestamp>/``).
 
-mmdet's ``tools/analysis_tools/analyze_logs.py plot_curve`` reads the same
-records, but only of epoch-based runs, one key per call and needs seaborn:
-this covers mmseg's iteration-based runs too and finds the run itself.
+mmdet's and mmseg's ``tools/analysis_tools/analyze_logs.py`` read the same
+file, each in its own task's layout (mmdet's by epoch, mmseg's by step),
+given its path, and need seaborn: this one reads both, finds the newest
+run of a work dir and draws the loss beside the summary metrics (the demo
+calls it).
 """
 import json
 import os
