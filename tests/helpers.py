@@ -136,6 +136,19 @@ def evaluate(config, checkpoint, work_dir, *args):
     return json.loads(saved[-1].read_text()), output
 
 
+def assert_one_line_error(rc, output, *expected):
+    """The tool failed with one ``error:`` line naming ``expected``, before
+    training (no traceback, no iteration logged); returns the line."""
+    assert rc != 0, output[-3000:]
+    assert 'Traceback' not in output, output[-3000:]
+    assert 'Epoch(train)' not in output and 'Iter(train)' not in output
+    errors = [line for line in output.splitlines() if ': error: ' in line]
+    assert len(errors) == 1, output[-3000:]
+    for text in expected:
+        assert text in errors[0], errors[0]
+    return errors[0]
+
+
 def last_checkpoint(work_dir):
     return Path((work_dir / 'last_checkpoint').read_text().strip())
 

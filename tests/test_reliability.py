@@ -1,24 +1,28 @@
-"""Atomic checkpoints and pre-flight errors of the training tools."""
+"""Atomic checkpoints (``mmgcvit.AtomicCheckpointHook`` and the
+``mmgcvit_atomic`` file backend) and the pre-flight errors of the train
+loops."""
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import run_tool, small_detection_config
+from helpers import (TRAIN, assert_one_line_error, run_tool,
+                     small_detection_config)
 from mmengine.config import Config
-from mmengine.fileio.backends import LocalBackend
-from mmengine.runner import save_checkpoint
+from mmengine.logging import MMLogger
+from mmengine.runner import Runner, save_checkpoint
 
 from mmgcvit.checkpoint import CheckpointError, load_checkpoint
-from mmgcvit.cli.launch import run_context
-from mmgcvit.engine import atomic_checkpoint_writes
+from mmgcvit.engine import AtomicCheckpointHook, PreflightError
+from mmgcvit.engine.preflight import (check_checkpoint_flags, check_data,
+                                      check_pretrained, check_training_files)
 from mmgcvit.utils.fileio import atomic_open
 
-REPO = Path(__file__).resolve().parents[1]
-TRAIN = REPO / 'tools' / 'train.py'
+ATOMIC = dict(backend='mmgcvit_atomic')
 
 
 # --- atomic checkpoint writes ---------------------------------------------
@@ -33,12 +37,10 @@ def test_atomic_open_keeps_target_on_failure(tmp_path):
     assert os.listdir(tmp_path) == ['epoch_1.pth'], 'temporary file left'
 
 
-def test_mmengine_save_checkpoint_is_atomic(tmp_path):
-    put = LocalBackend.put
+def test_mmengine_save_checkpoint_through_the_atomic_backend(tmp_path):
     target = tmp_path / 'sub' / 'iter_2.pth'
-    with atomic_checkpoint_writes():
-        save_checkpoint({'state_dict': {'w': torch.arange(3.)}}, str(target))
-    assert LocalBackend.put is put, 'leaving the context restores mmengine'
+    save_checkpoint({'state_dict': {'w': torch.arange(3.)}}, str(target),
+                    backend_args=ATOMIC)
     assert load_checkpoint(target)['state_dict']['w'].tolist() == [0., 1., 2.]
     assert os.listdir(target.parent) == ['iter_2.pth']
     # Group-readable like a plain open() (mkstemp would make it 0600).
@@ -50,15 +52,16 @@ def test_mmengine_save_checkpoint_is_atomic(tmp_path):
 KILLED_SAVE = '''
 import builtins, sys, time
 import torch
+import mmgcvit.engine  # noqa: F401  (a config's custom_imports)
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 work_dir, slow_name, atomic = sys.argv[1], sys.argv[2], sys.argv[3] == '1'
-if atomic:
-    from mmgcvit.engine import atomic_checkpoint_writes
-    writes = atomic_checkpoint_writes()  # for this whole process
-    writes.__enter__()
+# What our configs select, or mmengine's defaults.
+checkpoint = dict(type='mmgcvit.AtomicCheckpointHook',
+                  backend_args=dict(backend='mmgcvit_atomic')) if atomic \
+    else dict(type='CheckpointHook')
 
 
 class HalfThenHang:
@@ -113,8 +116,8 @@ runner = Runner(
         collate_fn=dict(type='default_collate')),
     optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
     train_cfg=dict(by_epoch=False, max_iters=4),
-    default_hooks=dict(checkpoint=dict(
-        type='CheckpointHook', interval=1, by_epoch=False)))
+    default_hooks=dict(checkpoint=dict(checkpoint, interval=1,
+                                       by_epoch=False)))
 
 
 class SlowFromSecondSave(Hook):
@@ -153,33 +156,42 @@ def kill_during_second_save(tmp_path, slow_name, atomic):
     return work_dir
 
 
-@pytest.mark.parametrize('slow_name', ['iter_2.pth', 'last_checkpoint'])
-def test_kill_during_save_leaves_loadable_last_checkpoint(tmp_path,
-                                                          slow_name):
-    work_dir = kill_during_second_save(tmp_path, slow_name, atomic=True)
+def test_kill_during_save_leaves_loadable_last_checkpoint(tmp_path):
+    work_dir = kill_during_second_save(tmp_path, 'iter_2.pth', atomic=True)
     last = Path((work_dir / 'last_checkpoint').read_text())
     assert last == work_dir / 'iter_1.pth'
     assert load_checkpoint(last)['meta']['iter'] == 1  # complete
-    saved = sorted(p.name for p in work_dir.glob('*.pth'))
-    assert saved == ['iter_1.pth'] + (['iter_2.pth'] if slow_name ==
-                                      'last_checkpoint' else []), saved
-    # The partial bytes are only in a hidden temporary file, which the next
-    # run of our tools removes (its writer is dead).
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == ['iter_1.pth']
+    # The partial bytes are only in a hidden temporary file, which the hook
+    # removes when the next run starts (its writer is dead).
     partial = [p for p in work_dir.iterdir() if p.name.endswith('.tmp')]
-    assert len(partial) == 1 and partial[0].name.startswith(f'.{slow_name}.')
+    assert len(partial) == 1 and partial[0].name.startswith('.iter_2.pth.')
     before = {p.name for p in work_dir.iterdir()}
-    with run_context(Config(dict(work_dir=str(work_dir)))):
-        assert {p.name for p in work_dir.iterdir()} == before - {
-            partial[0].name}
+    AtomicCheckpointHook().before_train(SimpleNamespace(
+        work_dir=str(work_dir), logger=MMLogger.get_current_instance()))
+    assert {p.name for p in work_dir.iterdir()} == before - {partial[0].name}
+
+
+def test_kill_inside_mmengines_last_checkpoint_write_is_named(tmp_path):
+    """The window left (docs/reliability.md): mmengine's hook writes
+    ``last_checkpoint`` with a plain ``open`` before ours rewrites it
+    atomically; a kill inside that write leaves a partial path, which
+    ``--resume`` then refuses in one line instead of loading."""
+    work_dir = kill_during_second_save(tmp_path, 'last_checkpoint',
+                                       atomic=True)
+    assert load_checkpoint(work_dir / 'iter_2.pth')['meta']['iter'] == 2
+    cfg = Config(dict(resume=True, load_from=None, work_dir=str(work_dir)))
+    with pytest.raises(PreflightError, match='last_checkpoint.*delete'):
+        check_checkpoint_flags(cfg)
 
 
 @pytest.mark.parametrize('slow_name', ['iter_2.pth', 'last_checkpoint'])
 def test_kill_during_upstream_save_corrupts(tmp_path, slow_name):
-    """Without the patch the same kill corrupts the file (what the test
-    above guards against)."""
+    """With mmengine's hook and backend the same kill corrupts the file
+    (what the test above guards against)."""
     work_dir = kill_during_second_save(tmp_path, slow_name, atomic=False)
     if slow_name == 'iter_2.pth':
-        with pytest.raises(CheckpointError, match='truncated or corrupt'):
+        with pytest.raises(CheckpointError, match='iter_2.pth'):
             load_checkpoint(work_dir / 'iter_2.pth')
     else:
         last = (work_dir / 'last_checkpoint').read_text()
@@ -187,19 +199,6 @@ def test_kill_during_upstream_save_corrupts(tmp_path, slow_name):
 
 
 # --- pre-flight errors -------------------------------------------------------
-
-def assert_one_line_error(rc, output, *expected):
-    """The tool failed with one ``error:`` line naming ``expected``, before
-    training (no traceback, no iteration logged)."""
-    assert rc != 0, output[-3000:]
-    assert 'Traceback' not in output, output[-3000:]
-    assert 'Epoch(train)' not in output and 'Iter(train)' not in output
-    errors = [line for line in output.splitlines() if ': error: ' in line]
-    assert len(errors) == 1, output[-3000:]
-    for text in expected:
-        assert text in errors[0], errors[0]
-    return errors[0]
-
 
 @pytest.fixture
 def small_config(tmp_path, coco_root):
@@ -213,38 +212,46 @@ def test_unknown_config_path(tmp_path):
                           'pass the path of an mmdet/mmseg config')
 
 
-@pytest.mark.parametrize('override, key', [
-    ('train_dataloader.dataset.data_root=/no/such/coco/',
-     'train_dataloader.dataset.data_root'),
-    ('train_dataloader.dataset.ann_file=annotations/missing.json',
-     'train_dataloader.dataset.ann_file'),
-    ('val_dataloader.dataset.data_prefix.img=val2099/',
-     'val_dataloader.dataset.data_prefix.img'),
-    ('val_evaluator.ann_file=/no/such/instances_val2017.json',
-     'val_evaluator.ann_file'),
-])
-def test_missing_data_named_with_its_config_key(small_config, tmp_path,
-                                                override, key):
+def test_missing_train_data_stops_the_tool_in_one_line(small_config,
+                                                      tmp_path):
     work_dir = tmp_path / 'work'
     rc, output = run_tool([TRAIN, small_config, '--work-dir', work_dir,
-                           '--cfg-options', override], cwd=tmp_path)
-    assert_one_line_error(rc, output, 'does not exist', f'fix {key}')
+                           '--cfg-options',
+                           'train_dataloader.dataset.data_root=/no/coco/'],
+                          cwd=tmp_path)
+    assert_one_line_error(rc, output, '/no/coco/ does not exist',
+                          'fix train_dataloader.dataset.data_root')
     assert not list(work_dir.glob('*.pth'))
 
 
-def test_missing_pretrained_checkpoint(tmp_path, coco_root):
+@pytest.mark.parametrize('key, value, split', [
+    ('train_dataloader.dataset.ann_file', 'annotations/missing.json',
+     'train'),
+    ('val_dataloader.dataset.data_prefix.img', 'val2099/', 'val'),
+    ('test_evaluator.ann_file', '/no/such/instances_val2017.json', 'test'),
+])
+def test_missing_data_named_with_its_config_key(small_config, key, value,
+                                                split):
+    cfg = Config.fromfile(small_config)
+    check_data(cfg, split)
+    cfg.merge_from_dict({key: value})
+    with pytest.raises(PreflightError, match=f'{value} does not exist: fix '
+                       f'{key} in the config'):
+        check_data(cfg, split)
+
+
+def test_missing_pretrained_checkpoint(small_config):
     """A local ImageNet checkpoint (the --cfg-options alternative to the
-    release URL) that is not there is named before any work starts."""
-    config = small_detection_config(tmp_path / 'small.py', coco_root,
-                                    arch='xxtiny', images=2)
-    config.write_text(config.read_text().replace(
-        'init_cfg=None', "init_cfg=dict(type='Pretrained', "
-        "checkpoint='checkpoints/gcvit_1k_tiny.pth.tar')"))
-    rc, output = run_tool([TRAIN, config, '--work-dir', tmp_path / 'work'],
-                          cwd=tmp_path)
-    assert_one_line_error(rc, output, 'checkpoints/gcvit_1k_tiny.pth.tar',
-                          'model.backbone.init_cfg.checkpoint',
-                          '--cfg-options model.backbone.init_cfg=None')
+    release URL) that is not there is named, with how to do without."""
+    cfg = Config.fromfile(small_config)
+    cfg.model.backbone.init_cfg = dict(
+        type='Pretrained', checkpoint='checkpoints/gcvit_1k_tiny.pth.tar')
+    with pytest.raises(PreflightError) as caught:
+        check_pretrained(cfg)
+    for text in ('checkpoints/gcvit_1k_tiny.pth.tar',
+                 'model.backbone.init_cfg.checkpoint',
+                 '--cfg-options model.backbone.init_cfg=None'):
+        assert text in str(caught.value)
 
 
 def test_resume_from_missing_checkpoint(small_config, tmp_path):
@@ -255,23 +262,17 @@ def test_resume_from_missing_checkpoint(small_config, tmp_path):
                           'does not exist', '--resume alone')
 
 
-def test_auto_resume_with_dangling_last_checkpoint(small_config, tmp_path):
-    work_dir = tmp_path / 'w'
-    work_dir.mkdir()
-    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_8.pth'))
-    rc, output = run_tool([TRAIN, small_config, '--work-dir', work_dir,
-                           '--resume'], cwd=tmp_path)
-    assert_one_line_error(rc, output, 'iter_8.pth', 'last_checkpoint',
-                          'delete')
+def test_auto_resume_with_dangling_last_checkpoint(tmp_path):
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_8.pth'))
+    cfg = Config(dict(resume=True, load_from=None, work_dir=str(tmp_path)))
+    with pytest.raises(PreflightError,
+                       match='iter_8.pth named by .*last_checkpoint.*delete'):
+        check_checkpoint_flags(cfg)
 
 
 def test_preflight_passes_valid_config_in_process(small_config):
-    """The checks accept the generated data (no false alarms): the runner
-    builds and the checks of every split pass."""
-    from mmgcvit.cli.launch import build_runner, load_config
-    from mmgcvit.cli.preflight import check_data, check_pretrained
-    cfg = load_config(str(small_config), work_dir=str(small_config.parent))
-    for split in ('train', 'val', 'test'):
-        check_data(cfg, split)
-    check_pretrained(cfg)
-    build_runner(cfg)
+    """The checks accept the generated data (no false alarms)."""
+    cfg = Config.fromfile(small_config)
+    cfg.work_dir = str(small_config.parent / 'work')
+    check_training_files(Runner.from_cfg(cfg))
+    check_data(cfg, 'test')
