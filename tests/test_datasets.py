@@ -2,7 +2,6 @@
 and metrics (which proves the on-disk formats exact), and are written
 deterministically, reused, regenerated and atomically."""
 import json
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -95,22 +94,6 @@ def test_coco_ground_truth_scores_map_one(coco_val):
     results = metric.evaluate(len(coco_val))
     assert results['coco/bbox_mAP'] == pytest.approx(1.0)
     assert results['coco/segm_mAP'] == pytest.approx(1.0)
-
-
-def test_coco_custom_classes_load_in_order(tmp_path):
-    init_default_scope('mmdet')
-    from mmdet.datasets import CocoDataset
-    classes = ('widget', 'gadget')
-    info = generate_coco(tmp_path / 'custom', classes=classes, **SMALL)
-    assert info.classes == classes
-    dataset = CocoDataset(data_root=str(info.data_root),
-                          ann_file='annotations/instances_train2017.json',
-                          data_prefix=dict(img='train2017/'),
-                          metainfo=dict(classes=classes), pipeline=[])
-    labels = Counter(i['bbox_label'] for d in dataset.load_data_list()
-                     for i in d['instances'])
-    counts = info.counts['train']['instances']
-    assert labels == {0: counts['widget'], 1: counts['gadget']}
 
 
 def test_ade20k_loads_and_ground_truth_scores_miou_100(ade20k_root):

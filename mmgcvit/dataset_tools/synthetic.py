@@ -1,15 +1,9 @@
-"""Small, learnable datasets in the exact on-disk formats of COCO / ADE20K.
-
-Every image holds a few easy shapes (detection) or textured regions
-(segmentation) whose boxes, polygons, masks and labels are known exactly, so
-the stock mmdet / mmseg loaders and metrics can be exercised end to end and a
-small model can learn them on a CPU in minutes.
-
-Generation is deterministic for a seed (each image draws from its own
-``(seed, split, index)`` random stream, so changing the image count keeps the
-other images), written into a temporary folder beside the target and renamed
-into place, and recorded in ``ROOT/manifest.json``: calling again with the
-same parameters reuses the data, different parameters regenerate it.
+"""Small, learnable datasets in the exact on-disk formats of COCO / ADE20K:
+a few shapes (detection) or textured regions (segmentation) per image, with
+exact boxes, polygons, masks and labels, for the stock loaders and metrics
+and CPU demos. Each image draws from its own ``(seed, split, index)`` stream;
+the data is written beside the target and renamed into place, and recorded
+in ``ROOT/manifest.json``: the same parameters reuse it, others regenerate.
 """
 import json
 import os
@@ -29,17 +23,14 @@ FORMAT_VERSION = 1
 JPEG_QUALITY = 95
 SPLITS = ('train', 'val')
 
-# The first three COCO classes (with their COCO ids 1, 2, 3, listed in that
-# order): CocoDataset numbers the json categories it finds among its
-# classes in the order of the json's categories list, so only a prefix of
-# COCO's class list keeps every name under its own label in an unmodified
-# 80-class config.
+# COCO's first three classes with their ids: only a prefix of COCO's list
+# keeps every name under its own label in an unmodified 80-class config.
 DEFAULT_COCO_CLASSES = ('person', 'bicycle', 'car')
 DEFAULT_ADE20K_CLASSES = ('sky', 'floor', 'tree')
 DEFAULT_SEG_CLASSES = ('background', 'road', 'grass')
 
-# (unit polygon in [-1, 1]^2 touching all four sides, so the polygon's
-# extents equal the sampled box).  One shape and one colour per class.
+# Unit polygons in [-1, 1]^2 touching all four sides (their extents are the
+# sampled box); one shape and one colour per class.
 _CIRCLE = np.linspace(0, 2 * np.pi, 32, endpoint=False)
 SHAPES = {
     'rectangle': [(-1, -1), (1, -1), (1, 1), (-1, 1)],
@@ -59,19 +50,11 @@ PALETTE = [(40, 40, 220), (220, 60, 40), (40, 200, 40), (30, 210, 230),
 
 @dataclass
 class GeneratedDataset:
-    """Where a generated dataset lies and what it holds.
-
-    Attributes:
-        root: the folder passed to the generator (holds ``manifest.json``).
-        data_root: the folder a config's ``data_root`` names: ``root`` for
-            COCO and custom datasets, ``root/ADEChallengeData2016`` for
-            ADE20K.
-        kind: ``'coco'``, ``'ade20k'`` or ``'custom_seg'``.
-        classes: class names, in label order.
-        counts: per split, ``images`` and per class ``instances`` (COCO) or
-            ``images`` and per class ``pixels`` / ``images_with`` (seg).
-        reused: True when existing data with the same parameters was kept.
-    """
+    """A generated dataset: ``root`` (holds ``manifest.json``), the
+    ``data_root`` a config names (``root/ADEChallengeData2016`` for ADE20K),
+    ``classes`` in label order, per split ``counts`` of images and per class
+    instances (COCO) or pixels / images_with (segmentation), and whether
+    existing data with the same parameters was ``reused``."""
     root: Path
     data_root: Path
     kind: str
@@ -142,25 +125,10 @@ def _sample_boxes(rng, height, width, count):
     return boxes
 
 
-def _objects_range(objects_per_image):
-    if isinstance(objects_per_image, int):
-        objects_per_image = (objects_per_image, objects_per_image)
-    low, high = (int(v) for v in objects_per_image)
-    if not 1 <= low <= high:
-        raise ValueError(
-            f'objects_per_image={objects_per_image!r} must be a positive int '
-            'or a (min, max) pair with 1 <= min <= max.')
-    return low, high
-
-
-def _check_size(img_size):
-    if isinstance(img_size, int):
-        img_size = (img_size, img_size)
-    height, width = (int(v) for v in img_size)
-    if min(height, width) < 32:
-        raise ValueError(f'img_size={img_size!r} is too small: use at least '
-                         '32 pixels per side.')
-    return height, width
+def _pair(value):
+    """An int or a pair, as a pair of ints."""
+    return tuple(int(v) for v in (
+        (value, value) if isinstance(value, int) else value))
 
 
 def _coco_image(rng, height, width, num_classes, objects):
@@ -285,13 +253,6 @@ def _write_seg(tmp, params, layout, label_values):
     return counts, files
 
 
-def _read_manifest(root):
-    try:
-        return json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _generate(root, kind, params, write, data_subdir=''):
     """Reuse ``root`` if its manifest matches, else write it atomically."""
     root = Path(root).expanduser().absolute()
@@ -299,7 +260,10 @@ def _generate(root, kind, params, write, data_subdir=''):
     wanted = dict(generator=GENERATOR, version=FORMAT_VERSION, kind=kind,
                   params=params)
     classes = tuple(params['classes'])
-    old = _read_manifest(root)
+    try:
+        old = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        old = None
     if old is not None and all(old.get(k) == v for k, v in wanted.items()) \
             and all((root / f).is_file() for f in old.get('files', ())):
         print(f'Reusing the {kind} dataset at {root} (same parameters).')
@@ -343,36 +307,28 @@ def _common_params(num_train, num_val, img_size, classes, seed):
     if not classes or len(set(classes)) != len(classes):
         raise ValueError(f'classes={classes!r} must be non-empty, unique '
                          'names.')
+    if min(_pair(img_size)) < 32:
+        raise ValueError(f'img_size={img_size!r} is too small: use at least '
+                         '32 pixels per side.')
     return dict(num_train=int(num_train), num_val=int(num_val),
-                img_size=_check_size(img_size), classes=classes,
-                seed=int(seed))
+                img_size=_pair(img_size), classes=classes, seed=int(seed))
 
 
 def generate_coco(root, num_train=16, num_val=8, img_size=256,
                   classes=DEFAULT_COCO_CLASSES, objects_per_image=(1, 3),
                   seed=0):
-    """A COCO instances dataset of coloured shapes, one shape per class.
-
-    Writes ``root/annotations/instances_{train,val}2017.json`` and
-    ``root/{train,val}2017/*.jpg``. The default classes are COCO's first
-    three, so an unmodified 80-class COCO config loads them under their own
-    labels; pass ``classes`` for a custom dataset (and list them as the
-    config's ``metainfo.classes``).
-
-    Args:
-        root: target folder (created or replaced atomically).
-        num_train, num_val: images per split.
-        img_size: ``int`` or ``(height, width)``.
-        classes: category names, ids ``1..len(classes)`` in this order.
-        objects_per_image: ``int`` or ``(min, max)``; fewer objects are
-            drawn when they do not fit without overlapping.
-        seed: images are a pure function of the parameters and this seed.
-
-    Returns:
-        GeneratedDataset
-    """
+    """A COCO instances dataset of coloured shapes, one shape per class:
+    ``root/annotations/instances_{train,val}2017.json`` and
+    ``root/{train,val}2017/*.jpg``; ``classes`` get ids ``1..n`` in order;
+    ``img_size`` is a side or ``(height, width)``; ``objects_per_image`` an
+    int or ``(min, max)`` (fewer when they do not fit apart). Returns a
+    ``GeneratedDataset``."""
     params = _common_params(num_train, num_val, img_size, classes, seed)
-    params['objects_per_image'] = _objects_range(objects_per_image)
+    low, high = params['objects_per_image'] = _pair(objects_per_image)
+    if not 1 <= low <= high:
+        raise ValueError(
+            f'objects_per_image={objects_per_image!r} must be a positive int '
+            'or a (min, max) pair with 1 <= min <= max.')
     return _generate(root, 'coco', params, _write_coco)
 
 
@@ -389,13 +345,11 @@ def ade20k_class_ids(classes):
 
 def generate_ade20k(root, num_train=16, num_val=8, img_size=256,
                     classes=DEFAULT_ADE20K_CLASSES, seed=0):
-    """An ADE20K-format dataset of a few textured region classes.
-
-    Writes ``root/ADEChallengeData2016/{images,annotations}/{training,
-    validation}/ADE_{train,val}_%08d.{jpg,png}``; label PNGs hold 0 for
-    "other" (dropped by ``reduce_zero_label``) and the ADE20K values
-    (1..150) of ``classes``, which must be ADE20K class names.
-    """
+    """An ADE20K-format dataset of textured regions:
+    ``root/ADEChallengeData2016/{images,annotations}/{training,validation}/
+    ADE_{train,val}_%08d.{jpg,png}``, label PNGs holding 0 for "other"
+    (``reduce_zero_label`` drops it) and the ADE20K values (1..150) of
+    ``classes``, which must be ADE20K class names."""
     params = _common_params(num_train, num_val, img_size, classes, seed)
     values = np.array([0] + ade20k_class_ids(params['classes']))
     folder = dict(train='training', val='validation')

@@ -1,5 +1,5 @@
 """Generate a small, learnable dataset in the COCO, ADE20K or custom
-segmentation on-disk format (see ``mmgcvit/datasets/synthetic.py``).
+segmentation on-disk format (see ``mmgcvit/dataset_tools/synthetic.py``).
 
 Example::
 
