@@ -294,11 +294,10 @@ def test_class_order_advice_fixes_the_names(tmp_path, coco):
     edit_json(root, renumber_categories)
     assert any(a != b for a, b in loaded_names(root, CLASSES))
 
-    code, output = checker(det_config(tmp_path, root))
-    assert code == 1, output
-    assert 'ERROR: metainfo.classes lists the json categories in another ' \
-        'order' in output
-    advice = printed_classes(output)
+    (error, ) = check_dataset(det_config(tmp_path, root)).errors
+    assert error.startswith('metainfo.classes lists the json categories in '
+                            'another order')
+    advice = printed_classes(error)
     assert advice == ('car', 'person', 'bicycle')
     pairs = loaded_names(root, advice)
     assert pairs and all(a == b for a, b in pairs)
@@ -397,19 +396,18 @@ def test_exif_turn_against_annotations_is_fixed_by_the_advice(tmp_path):
     tag_orientation(flipped, 3)
     config = det_config(tmp_path, root)
 
-    code, output = checker(config)
-    assert code == 1, output
-    (error, ) = [ln for ln in output.splitlines() if ln.startswith('ERROR')]
+    report = check_dataset(config)
+    (error, ) = report.errors
     assert error.startswith(
-        f'ERROR: {turned}: decoded 64x96 but its json width / height is '
+        f'{turned}: decoded 64x96 but its json width / height is '
         '96x64: LoadImageFromFile turns its EXIF orientation 6, and its '
         'json width / height matches the stored pixels; make them agree '
         "with color_type='color_ignore_orientation' in every pipeline's "
         'LoadImageFromFile'), error
     options = cfg_options_of(error)
-    (warning, ) = [ln for ln in output.splitlines() if 'WARNING' in ln]
-    assert warning.startswith(f'WARNING: {flipped}: EXIF orientation 3, '
-                              'which keeps the size')
+    (warning, ) = report.warnings
+    assert warning.startswith(f'{flipped}: EXIF orientation 3, which keeps '
+                              'the size')
 
     report = check_dataset(config, cfg_options=options)
     assert report.ok, report.format()
