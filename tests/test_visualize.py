@@ -17,8 +17,7 @@ from helpers import REPO, run, run_tool
 from mmengine.runner import save_checkpoint
 
 from mmgcvit.analysis.visualization import (GAP, load_model, prepare_image,
-                                            record_global_attention,
-                                            tile_size)
+                                            record_global_attention)
 from mmgcvit.dataset_tools import generate_ade20k, generate_coco
 from mmgcvit.models.backbones.gcvit import GCViT
 
@@ -175,8 +174,7 @@ def test_tool_pictures_keep_the_image_aspect_ratio(task, det_image,
         (SEG_CONFIG, seg_image)
     out = run([sys.executable, TOOL, config, image, '--out-dir', tmp_path,
                '--tile-size', 200], cwd=REPO)
-    tile = tile_size((HEIGHT, WIDTH), 200)
-    assert tile == (120, 200)
+    tile = (120, 200)  # 96 x 160 with the longer side 200
     # XXT: a row per global block, a column per head.
     for stage, (blocks, heads) in enumerate([(1, 2), (1, 4), (3, 8),
                                              (1, 16)]):

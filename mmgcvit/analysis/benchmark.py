@@ -110,20 +110,6 @@ def count_aten_ops(model, x):
     return len(ops), len(leaves)
 
 
-def top_ops(model, x, row_limit=20):
-    """torch.profiler's table of the top ops of one forward (after a
-    warm-up one), by self time."""
-    run = forward_fn(model, x)
-    run()
-    cuda = x.device.type == 'cuda'
-    with profile(activities=[ProfilerActivity.CPU] +
-                 [ProfilerActivity.CUDA] * cuda) as prof:
-        run()
-    return prof.key_averages().table(
-        sort_by='self_device_time_total' if cuda else 'self_cpu_time_total',
-        row_limit=row_limit)
-
-
 def backbone_variants(name, cfg, arch=None):
     """``(name, backbone config)`` pairs of a config's backbone: for GCViT
     the fused attention, the reference one and the fused one with
@@ -139,7 +125,7 @@ def backbone_variants(name, cfg, arch=None):
                                      ('fused, with_cp', True, True))]
 
 
-def benchmark_backbone(model, x, min_run_time, flops=True, compile=None):
+def benchmark_backbone(model, x, min_run_time, compile=None):
     """A row of figures for ``model`` on the batch ``x``: ``gflops`` (the
     forward's multiply-adds), ATen ops per forward, ``forward_s``,
     ``train_s`` (forward+backward) and ``peak_mib`` (training). With
@@ -147,8 +133,7 @@ def benchmark_backbone(model, x, min_run_time, flops=True, compile=None):
     times and memory, and ``first_call_s`` (compilation included)."""
     row = dict(shape=list(x.shape))
     if compile is None:
-        if flops:
-            row['gflops'] = count_flops(model, x)['flops'] / 1e9
+        row['gflops'] = count_flops(model, x)['flops'] / 1e9
         row['aten_ops'], row['leaf_aten_ops'] = count_aten_ops(model, x)
     else:
         model = torch.compile(model, **compile)
@@ -164,23 +149,13 @@ def benchmark_backbone(model, x, min_run_time, flops=True, compile=None):
     return row
 
 
-def demo_batch(shape, num_classes=80, boxes_per_image=5, seed=0):
-    """A generated detection batch (images, boxes, labels, masks) of
-    ``shape`` = (N, 3, H, W), in the data preprocessor's input format."""
-    from mmdet.testing import demo_mm_inputs
-    torch.manual_seed(seed)
-    n, c, h, w = shape
-    return demo_mm_inputs(batch_size=n, image_shapes=[(c, h, w)] * n,
-                          num_items=[boxes_per_image] * n,
-                          num_classes=num_classes, with_mask=True)
-
-
 def benchmark_detector(cfg, shape, device, min_run_time):
     """``dict(iter_s=...)``: median time of one training iteration (data
     preprocessor, forward, backward, optimizer step) of the config's
-    detector on a generated batch, with the config's optimizer in an fp32
-    ``OptimWrapper`` on the CPU, an fp16 ``AmpOptimWrapper`` on a GPU, so
-    that every detector compares alike."""
+    detector on a generated batch (images, boxes, masks), with the
+    config's optimizer in an fp32 ``OptimWrapper`` on the CPU, an fp16
+    ``AmpOptimWrapper`` on a GPU, so that every detector compares alike."""
+    from mmdet.testing import demo_mm_inputs
     model = build_model(cfg).to(device).train()
     optim_cfg = dict(copy.deepcopy(cfg.optim_wrapper), type='OptimWrapper')
     optim_cfg.pop('loss_scale', None)
@@ -188,7 +163,10 @@ def benchmark_detector(cfg, shape, device, min_run_time):
         optim_cfg.update(type='AmpOptimWrapper', loss_scale='dynamic')
     with quiet_logger():
         optim_wrapper = build_optim_wrapper(model, optim_cfg)
-    batch = demo_batch(shape)
+    torch.manual_seed(0)
+    n, c, h, w = shape
+    batch = demo_mm_inputs(n, [(c, h, w)] * n, num_items=[5] * n,
+                           num_classes=80, with_mask=True)
 
     def step():
         # The preprocessor pads the samples' masks in place.
@@ -197,7 +175,7 @@ def benchmark_detector(cfg, shape, device, min_run_time):
     return dict(shape=list(shape), iter_s=median_s(step, min_run_time))
 
 
-TIMES = ('forward_s', 'train_s', 'iter_s')
+# (row key, column title, format); the times get a ratio column too.
 COLUMNS = (('gflops', 'GFLOPs (multiply-adds)', '.2f'),
            ('aten_ops', 'ATen ops per forward', 'd'),
            ('leaf_aten_ops', 'leaf ATen ops', 'd'),
@@ -206,36 +184,27 @@ COLUMNS = (('gflops', 'GFLOPs (multiply-adds)', '.2f'),
            ('train_s', 'Fwd+bwd (s)', '.4f'),
            ('iter_s', 'Train iteration (s)', '.4f'),
            ('peak_mib', 'Peak train memory (MiB)', '.0f'))
-
-
-def add_ratios(rows, baseline):
-    """Each row's times over those of the row named ``baseline`` at the
-    same shape (``<time>_ratio``); the baseline's own rows get none."""
-    for row in rows:
-        base = next((b for b in rows if b['name'] == baseline
-                     and b['shape'] == row['shape']), None)
-        if base is None or row['name'] == baseline:
-            continue
-        for key in TIMES:
-            if key in row:
-                row[f'{key}_ratio'] = row[key] / base[key]
-    return rows
+TIMES = ('forward_s', 'train_s', 'iter_s')
 
 
 def table(rows, baseline):
-    """A Markdown table of the rows' figures; ratios to ``baseline``."""
+    """A Markdown table of the rows' figures, and of their times over those
+    of the row named ``baseline`` at the same shape ('-' in its own)."""
     columns = [c for c in COLUMNS if any(c[0] in r for r in rows)]
-    columns += [(f'{key}_ratio', f'{title.split(" (")[0]} / {baseline}',
-                 '.2f') for key, title, _ in COLUMNS
-                if any(f'{key}_ratio' in r for r in rows)]
+    times = [(key, title.split(' (')[0]) for key, title, _ in columns
+             if key in TIMES]
 
-    def cell(row, key, spec):
-        return format(row[key], spec) if key in row else '-'
+    def cells(row):
+        base = next(b for b in rows
+                    if b['name'] == baseline and b['shape'] == row['shape'])
+        yield from (row['name'], 'x'.join(map(str, row['shape'])))
+        yield from (format(row[key], spec) if key in row else '-'
+                    for key, _, spec in columns)
+        yield from ('-' if row is base else f'{row[key] / base[key]:.2f}'
+                    for key, _ in times)
 
-    lines = ['| ' + ' | '.join(['Model', 'Input'] + [t for _, t, _ in columns])
-             + ' |', '|---|---|' + '---:|' * len(columns)]
-    for row in rows:
-        cells = [row['name'], 'x'.join(map(str, row['shape']))]
-        lines.append('| ' + ' | '.join(
-            cells + [cell(row, key, spec) for key, _, spec in columns]) + ' |')
-    return '\n'.join(lines)
+    head = (['Model', 'Input'] + [title for _, title, _ in columns]
+            + [f'{title} / {baseline}' for _, title in times])
+    return '\n'.join(['| ' + ' | '.join(head) + ' |',
+                      '|---|---|' + '---:|' * (len(head) - 2)]
+                     + ['| ' + ' | '.join(cells(row)) + ' |' for row in rows])

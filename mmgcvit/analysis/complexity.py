@@ -7,6 +7,7 @@ and OpenMMLab tables: one FLOP is one multiply-add.
 """
 import importlib
 import logging
+import os.path as osp
 from contextlib import contextmanager
 
 import torch
@@ -34,6 +35,9 @@ def parse_shape(values):
 
 def load_config(path, cfg_options=None):
     """A config file, or a package's config (``mmdet::swin/...py``)."""
+    if '::' not in path and not osp.isfile(path):
+        raise FileNotFoundError(f'config {path!r} not found: run from the '
+                                'repository root or fix the path.')
     cfg = get_config(path) if '::' in path else Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)

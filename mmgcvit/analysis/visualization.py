@@ -125,7 +125,7 @@ def load_model(config, checkpoint=None, cfg_options=None):
     cfg.merge_from_dict({'model.backbone.init_cfg': None})
     model = build_model(cfg)
     if not isinstance(model.backbone, GCViT):
-        raise TypeError(f'{config} has a {type(model.backbone).__name__} '
+        raise ValueError(f'{config} has a {type(model.backbone).__name__} '
                         'backbone: pass a GC ViT config.')
     if checkpoint is None:
         with quiet_logger():
@@ -162,29 +162,21 @@ def to_image_space(maps, data_sample, size):
     return maps.reshape(*lead, *size).numpy()
 
 
-def tile_size(image_shape, longer_side):
-    """``(height, width)`` with the image's aspect ratio and the longer side
-    ``longer_side``."""
-    h, w = image_shape[:2]
-    scale = longer_side / max(h, w)
-    return max(1, round(h * scale)), max(1, round(w * scale))
-
-
 def attention_grids(model, batch, image, query=None, longer_side=256):
     """Global-query attention of ``model``'s backbone on one prepared image
     (``prepare_image``) over the RGB ``image``: ``{stage: (3, H, W) float
     grid}`` (0-based stages) with a row per global block of the stage and
     a column per head, tiles at the image's aspect ratio, each heat map
     scaled to its own range (JET: blue low, red high)."""
-    size = tile_size(image.shape, longer_side)
-    small = mmcv.imresize(image, size[::-1], interpolation='area')
+    small = mmcv.imrescale(image, (longer_side, longer_side),
+                           interpolation='area')
     with record_global_attention(model.backbone) as records, \
             torch.no_grad():
         model.backbone(batch['inputs'])
     tiles = {}
     for record in records:
         maps = to_image_space(record.maps(query)[0], batch['data_samples'][0],
-                              size)
+                              small.shape[:2])
         tiles.setdefault(record.stage, []).extend(
             torch.from_numpy(convert_overlay_heatmap(heat, small, 0.5))
             for heat in maps)

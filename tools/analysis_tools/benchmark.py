@@ -2,7 +2,7 @@
 whole detectors' training iterations) of configs, next to the last config's.
 
     python tools/analysis_tools/benchmark.py [CONFIG ...] [--shape H W ...]
-        [--batch-size N] [--detector] [--compile] [--profile] [--out JSON]
+        [--batch-size N] [--detector] [--compile] [--out JSON]
 
 Defaults: Mask R-CNN GC ViT-T against mmdet's Mask R-CNN Swin-T (1x). A
 GCViT backbone is measured three ways: fused attention, the reference
@@ -16,9 +16,9 @@ import os.path as osp
 import torch
 from mmengine import dump
 
-from mmgcvit.analysis.benchmark import (add_ratios, backbone_variants,
+from mmgcvit.analysis.benchmark import (backbone_variants,
                                         benchmark_backbone,
-                                        benchmark_detector, table, top_ops)
+                                        benchmark_detector, table)
 from mmgcvit.analysis.complexity import build_model, load_config, parse_shape
 
 CONFIGS = ['configs/detection/mask-rcnn_gcvit-t_fpn_1x_coco.py',
@@ -44,24 +44,17 @@ def parse_args(argv=None):
                         help="torch CPU threads (default: torch's choice)")
     parser.add_argument('--device',
                         help='cpu or cuda[:i] (default: cuda if available)')
-    parser.add_argument('--no-flops', action='store_true',
-                        help='skip FLOP counting (it traces one forward)')
     parser.add_argument('--compile', action='store_true',
                         help='add each backbone under torch.compile')
     parser.add_argument('--compile-backend', default='inductor')
     parser.add_argument('--compile-mode',
                         help="e.g. 'reduce-overhead' (CUDA graphs) on a GPU")
-    parser.add_argument('--profile', action='store_true',
-                        help='print the top ops of the first backbone')
     parser.add_argument('--out', help='write the rows as JSON here')
     args = parser.parse_args(argv)
     try:
         args.shapes = [parse_shape(s) for s in args.shape or [[800, 1216]]]
-        for config in args.configs:
-            if '::' not in config and not osp.isfile(config):
-                raise ValueError(f'config {config!r} not found: run from '
-                                 'the repository root or fix the path.')
-    except ValueError as err:
+        args.cfgs = [load_config(config) for config in args.configs]
+    except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     return args
 
@@ -76,8 +69,7 @@ def main(argv=None):
     compile_kwargs = dict(backend=args.compile_backend, mode=args.compile_mode,
                           dynamic=False)  # one graph per input size
     rows, names = [], []
-    for config in args.configs:
-        cfg = load_config(config)
+    for config, cfg in zip(args.configs, args.cfgs):
         name = osp.splitext(osp.basename(config.split('::')[-1]))[0]
         if args.detector:
             names.append(name)
@@ -85,31 +77,25 @@ def main(argv=None):
                 cfg, (batch, 3, *shape), device, args.min_run_time))
                 for shape in args.shapes]
             continue
-        names.append(backbone_variants(name, cfg, args.arch)[0][0])
-        for label, backbone in backbone_variants(name, cfg, args.arch):
+        variants = backbone_variants(name, cfg, args.arch)
+        names.append(variants[0][0])
+        for label, backbone in variants:
             torch.manual_seed(0)
             model = build_model(cfg, backbone).to(device)
             for shape in args.shapes:
                 x = torch.randn(batch, 3, *shape, device=device)
                 print(f'{label} at {shape}...', flush=True)
                 rows.append(dict(name=label, **benchmark_backbone(
-                    model, x, args.min_run_time, not args.no_flops)))
+                    model, x, args.min_run_time)))
                 if args.compile:
                     rows.append(dict(name=f'{label}, compiled',
                                      **benchmark_backbone(
                                          model, x, args.min_run_time,
-                                         compile=compile_kwargs)))
+                                         compile_kwargs)))
     print(f'\nDevice: {device}, {torch.get_num_threads()} threads'
           + (f'; torch.compile({compile_kwargs})' if args.compile else '')
           + '.\n')
-    print(table(add_ratios(rows, names[-1]), names[-1]))
-    if args.profile and not args.detector:
-        cfg = load_config(args.configs[0])
-        model = build_model(
-            cfg, backbone_variants('', cfg, args.arch)[0][1]).to(device)
-        print(f'\nTop ops of {names[0]} at {args.shapes[0]}:')
-        print(top_ops(model, torch.randn(batch, 3, *args.shapes[0],
-                                         device=device)))
+    print(table(rows, names[-1]))
     if args.out:
         dump(dict(device=str(device), threads=torch.get_num_threads(),
                   rows=rows), args.out)

@@ -31,7 +31,7 @@ def main():
     try:
         result = model_complexity(load_config(args.config, args.cfg_options),
                                   args.shape, show_table=args.show_table)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     height, width = result['input_shape']
     line = '=' * 60

@@ -49,13 +49,13 @@ def main():
         if path is not None and not osp.isfile(path):
             parser.error(f'{kind} {path!r} does not exist: pass the path of '
                          f'an existing {kind} file.')
-    model = load_model(args.config, args.checkpoint, args.cfg_options)
     image = mmcv.imread(args.image, channel_order='rgb')
     query = tuple(args.query_token) if args.query_token else None
     try:
+        model = load_model(args.config, args.checkpoint, args.cfg_options)
         grids = attention_grids(model, prepare_image(model, args.image),
                                 image, query, args.tile_size)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     os.makedirs(args.out_dir, exist_ok=True)
     for stage, grid in grids.items():
