@@ -5,6 +5,7 @@ advice for a class order or an EXIF turn fixes the labels when followed;
 hostile jsons and missing paths end the tool in one line."""
 import ast
 import json
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -143,6 +144,21 @@ def test_what_coco_dataset_drops_is_named(tmp_path, coco):
         f'{len(images) - len(dataset)} hold no annotation of '
         'train_dataloader.dataset.metainfo.classes '
         '(filter_cfg.filter_empty_gt)'), dropped
+
+
+def test_counts_are_those_of_the_loaded_images(tmp_path, coco):
+    config = det_config(tmp_path, coco.data_root)
+    report = check_dataset(config, cfg_options={
+        'train_dataloader.dataset.indices': [1, 3]})
+    init_default_scope('mmdet')
+    dataset = DATASETS.build(dict(Config.fromfile(config).train_dataloader
+                                  .dataset, indices=[1, 3]))
+    labels = Counter(i['bbox_label'] for k in range(len(dataset))
+                     for i in dataset.get_data_info(k)['instances'])
+    assert report.num_images == 2 and dict(report.counts) == labels
+    (dropped, ) = report.warnings
+    assert 'dropping those that 4 are not in train_dataloader.dataset.' \
+        'indices, e.g. [' in dropped, dropped
 
 
 def test_dropping_every_image_is_an_error(tmp_path, coco):
