@@ -1,4 +1,4 @@
-"""Analysis code behind ``tools/analysis_tools``: speed/memory benchmarks
-(``benchmark``), parameter and FLOP counts (``complexity``), global-query
-attention maps and Grad-CAM (``visualization``), loss and metric curves
-of a run (``curves``)."""
+"""Analysis code behind ``tools/analysis_tools``: config loading, model
+building and FLOP counting shared by the tools (``complexity``), speed and
+memory figures (``benchmark``), GC ViT's global-query attention maps
+(``visualization``), loss and metric curves of a run (``curves``)."""
