@@ -21,7 +21,7 @@ import mmcv
 import mmengine.fileio as fileio
 import numpy as np
 from mmengine.config import Config
-from mmengine.registry import DATASETS, init_default_scope
+from mmengine.registry import DATASETS, TRANSFORMS, init_default_scope
 from PIL import Image
 
 SCOPES = ('mmdet', 'mmseg')
@@ -280,7 +280,6 @@ def _report_dropped(ds_cfg, key, infos, kept, report):
 
 def _check_leaf(ds_cfg, key, full, report, workers):
     """One leaf dataset, given its unfiltered build ``full``."""
-    from mmcv.transforms import LoadImageFromFile
     try:
         dataset = DATASETS.build(ds_cfg)
         kept = {dataset.get_data_info(i)['img_path']
@@ -288,20 +287,15 @@ def _check_leaf(ds_cfg, key, full, report, workers):
     except Exception:  # mmengine refuses a dataset its filters left empty
         kept = set()
     infos = [full.get_data_info(i) for i in range(len(full))]
-    if report.task == 'detection':
-        from mmdet.datasets import CocoDataset
-        from mmdet.datasets.transforms import LoadAnnotations
-        if isinstance(full, CocoDataset):
-            _check_coco(full, report)
-    else:
-        from mmseg.datasets.transforms import LoadAnnotations
+    if hasattr(full, 'COCOAPI'):  # mmdet's CocoDataset and its subclasses
+        _check_coco(full, report)
     report.num_images += len(kept)
     _report_dropped(ds_cfg, key, infos, kept, report)
-    steps = getattr(full.pipeline, 'transforms', [])
-    loader = next((t for t in steps if isinstance(t, LoadImageFromFile)),
-                  LoadImageFromFile())
-    annotate = next((t for t in steps if isinstance(t, LoadAnnotations)),
-                    LoadAnnotations())
+    # The pipeline's own loaders (the scope's defaults where it has none).
+    steps = {type(t).__name__: t
+             for t in getattr(full.pipeline, 'transforms', [])}
+    loader, annotate = (steps.get(name) or TRANSFORMS.build(dict(type=name))
+                        for name in ('LoadImageFromFile', 'LoadAnnotations'))
     exif = _orientation_fix(loader)
     with ThreadPoolExecutor(workers) as pool:  # decoders release the GIL
         decoded = pool.map(lambda i: _decode(i['img_path'], loader), infos)
