@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from helpers import REPO, run, run_tool
 from mmengine.runner import save_checkpoint
 
-from mmgcvit.analysis.visualization import (GAP, load_model, prepare_image,
+from mmgcvit.analysis.visualization import (GAP, attention_grids, load_model,
+                                            prepare_image,
                                             record_global_attention)
 from mmgcvit.dataset_tools import generate_ade20k, generate_coco
 from mmgcvit.models.backbones.gcvit import GCViT
@@ -199,7 +200,15 @@ def test_tool_loads_a_checkpoint(det_image, tmp_path):
     assert not torch.allclose(maps[0], maps[2])
     run([sys.executable, TOOL, DET_CONFIG, det_image, '--checkpoint', ckpt,
          '--out-dir', tmp_path / 'vis', '--query-token', 1, 2], cwd=REPO)
-    assert (tmp_path / 'vis' / 'attention_stage4.png').is_file()
+    # The tool drew the saved model's maps of query token (1, 2).
+    png = mmcv.imread(tmp_path / 'vis' / 'attention_stage4.png',
+                      channel_order='rgb')
+    png = torch.from_numpy(png).float()
+    image = mmcv.imread(det_image, channel_order='rgb')
+    for query, same in (((1, 2), True), (None, False)):
+        grid = attention_grids(loaded, batch, image, query)[3]
+        drawn = (grid.permute(1, 2, 0) * 255).round()
+        assert torch.allclose(png, drawn, atol=1) == same
 
 
 @pytest.mark.parametrize('args, message', [
