@@ -10,7 +10,7 @@ from collections import Counter
 import cv2
 import numpy as np
 import pytest
-from helpers import TOOLS, run_tool
+from helpers import TOOLS, assert_one_line_error, run_tool
 from mmengine.config import Config
 from mmengine.registry import DATASETS, init_default_scope
 from PIL import Image
@@ -52,10 +52,9 @@ def checker(config, *args):
 
 
 def one_line_error(code, output):
-    """The tool's one ``error:`` line; no traceback."""
-    assert code == 2 and 'Traceback' not in output, output
-    (line, ) = [ln for ln in output.splitlines() if ln.startswith('error:')]
-    return line
+    """The tool's one error line (exit status 2), without its prefix."""
+    assert code == 2, output
+    return assert_one_line_error(code, output).split(': error: ', 1)[1]
 
 
 def edit_json(root, edit, split='train'):
@@ -233,7 +232,7 @@ def test_hostile_json_is_one_line(tmp_path, coco, hostile, what):
     ann_file.write_text(hostile(original))
     config = det_config(tmp_path, coco.data_root)
     line = one_line_error(*checker(config))
-    assert line.startswith(f'error: CocoDataset cannot load {ann_file} '
+    assert line.startswith(f'CocoDataset cannot load {ann_file} '
                            f'({what}: ')
     assert line.endswith('fix the data or train_dataloader.dataset in the '
                          'config.')
@@ -247,7 +246,7 @@ def test_missing_paths_and_splits_are_one_line(tmp_path, coco):
     line = one_line_error(*checker(config, '--cfg-options',
                                    'train_dataloader.dataset.data_root='
                                    '/no/such/dir/'))
-    assert line.startswith('error: CocoDataset cannot load /no/such/dir/'
+    assert line.startswith('CocoDataset cannot load /no/such/dir/'
                            'annotations/instances_train2017.json '
                            '(FileNotFoundError: '), line
     with pytest.raises(DatasetConfigError, match='no test_dataloader'):

@@ -42,7 +42,7 @@ def main():
         report = check_dataset(args.config, args.split, args.cfg_options,
                                args.workers)
     except (DatasetConfigError, FileNotFoundError) as error:
-        print(f'error: {error}', file=sys.stderr)
+        print(f'check_dataset.py: error: {error}', file=sys.stderr)
         sys.exit(2)
     print(report.format())
     sys.exit(0 if report.ok else 1)
