@@ -1,17 +1,22 @@
-"""``tools/test.py`` refuses to report results that measure nothing: a
-checkpoint that leaves model weights uninitialised, non-finite weights, an
-evaluation without metrics, files that are not checkpoints; and
-``--resume`` explains a damaged ``last_checkpoint``. Each case ends in one
-line naming the problem and the fix, with a non-zero exit."""
+"""``tools/test.py`` (mmdet's, with the hooks our configs select) refuses
+to report results that measure nothing: a checkpoint that does not fit the
+model (``check_weights_fit``), non-finite weights, an evaluation without
+metrics, files that are not checkpoints; and ``--resume`` explains a
+damaged ``last_checkpoint``. Each case ends in one line naming the problem
+and the fix, with a non-zero exit."""
 import pytest
 import torch
-from helpers import REPO, TRAIN, run_tool, small_detection_config
+from helpers import (TINY, TOOLS, assert_one_line_error, run_tool,
+                     small_detection_config)
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from mmgcvit.checkpoint import load_checkpoint
+from mmgcvit.checkpoint import CheckpointError, load_checkpoint
+from mmgcvit.engine import PreflightError, check_weights_fit
+from mmgcvit.engine.preflight import check_checkpoint_flags
+from mmgcvit.models import GCViT
 
-TEST = REPO / 'tools' / 'test.py'
+TEST = TOOLS / 'test.py'
 
 
 @pytest.fixture(scope='module')
@@ -35,14 +40,6 @@ def evaluate(config, checkpoint, tmp_path, *args):
                      tmp_path / 'work', *args], cwd=tmp_path)
 
 
-def assert_one_line_error(rc, output, *phrases):
-    assert rc != 0, output[-3000:]
-    assert 'Traceback' not in output, output[-3000:]
-    line = next(line for line in output.splitlines() if 'error:' in line)
-    for phrase in phrases:
-        assert phrase in line, line
-
-
 def with_state(path, source, edit):
     checkpoint = load_checkpoint(source)
     edit(checkpoint['state_dict'])
@@ -55,13 +52,47 @@ def test_backbone_only_checkpoint_is_an_error(detector, tmp_path):
     partial = with_state(tmp_path / 'backbone.pth', whole, lambda state: [
         state.pop(k) for k in list(state) if not k.startswith('backbone.')])
     rc, output = evaluate(config, partial, tmp_path)
-    assert_one_line_error(rc, output, 'model weights absent from the '
-                          'checkpoint', 'neck.', '--allow-partial-checkpoint')
+    assert_one_line_error(rc, output, 'model weights absent from it keep '
+                          'their initialisation', 'neck.',
+                          '--allow-partial-checkpoint')
     rc, output = evaluate(config, partial, tmp_path,
                           '--allow-partial-checkpoint')
     assert rc == 0, output[-3000:]
-    assert 'model weights absent from the checkpoint keep their ' \
-        'initialisation' in output
+    assert 'model weights absent from it keep their initialisation' in output
+
+
+def backbone_state(arch):
+    return GCViT(arch=arch).state_dict()
+
+
+def test_weights_of_another_variant_do_not_fit():
+    """GC ViT-T weights into an XXT model: a partial fit at best."""
+    model = GCViT(arch='xxtiny')
+    with pytest.raises(CheckpointError) as caught:
+        check_weights_fit(backbone_state('tiny'), model)
+    message = str(caught.value)
+    assert 'levels.0.blocks.2.' in message  # XXT has 2 blocks in stage 1
+    assert 'unused by the model' in message
+    assert '--allow-partial-checkpoint' in message
+    assert '\n' not in message
+    warning = check_weights_fit(backbone_state('tiny'), model,
+                                allow_partial=True)
+    assert warning.startswith('the checkpoint does not fit the model')
+    assert check_weights_fit(backbone_state('xxtiny'), model) is None
+
+
+@pytest.mark.parametrize('edit, phrase', [
+    (lambda value: value.long(), 'of a kind the model cannot take'),
+    (lambda value: value.tolist(), 'not tensors'),
+])
+def test_values_that_cannot_be_weights(edit, phrase):
+    """Integers where the model has floats, lists instead of tensors:
+    refused even with a partial fit allowed."""
+    state = backbone_state(TINY)
+    key = 'patch_embed.proj.weight'
+    state[key] = edit(state[key])
+    with pytest.raises(CheckpointError, match=f'{phrase}.*{key}'):
+        check_weights_fit(state, GCViT(arch=TINY), allow_partial=True)
 
 
 def test_non_finite_weights_are_an_error(detector, tmp_path):
@@ -84,7 +115,7 @@ def test_evaluation_without_metrics_is_an_error(detector, tmp_path):
 
 @pytest.mark.parametrize('content,phrase', [
     (b'', 'is an empty file'),
-    (b'epoch 12 loss 0.3\n', 'not a torch checkpoint'),
+    (b'epoch 12 loss 0.3\n', 'not a checkpoint'),
 ])
 def test_files_that_are_not_checkpoints(detector, tmp_path, content,
                                         phrase):
@@ -95,18 +126,9 @@ def test_files_that_are_not_checkpoints(detector, tmp_path, content,
     assert_one_line_error(rc, output, phrase, 'epoch_12.pth')
 
 
-def test_binary_last_checkpoint_named_on_resume(detector, tmp_path):
-    config, _ = detector
-    work_dir = tmp_path / 'work'
-    work_dir.mkdir()
-    (work_dir / 'last_checkpoint').write_bytes(b'\xff\xfe\x00garbage')
-    rc, output = run_tool([TRAIN, config, '--work-dir', work_dir,
-                           '--resume'], cwd=tmp_path)
-    assert_one_line_error(rc, output, 'last_checkpoint',
-                          'not the text path of a checkpoint', 'delete')
-
-
-def test_flag_the_config_cannot_serve(detector, tmp_path):
-    config, whole = detector
-    rc, output = evaluate(config, whole, tmp_path, '--out', 'results.txt')
-    assert_one_line_error(rc, output, '--out must name a .pkl file')
+def test_binary_last_checkpoint_named_on_resume(tmp_path):
+    (tmp_path / 'last_checkpoint').write_bytes(b'\xff\xfe\x00garbage')
+    cfg = Config(dict(resume=True, load_from=None, work_dir=str(tmp_path)))
+    with pytest.raises(PreflightError, match='last_checkpoint.*not the text '
+                       'path of a checkpoint.*delete'):
+        check_checkpoint_flags(cfg)
