@@ -2,12 +2,14 @@
 features, fused vs reference attention, validation and registries."""
 import math
 
+import numpy as np
 import pytest
 import timm
 import torch
 from helpers import (DEVICES, REPO, TINY, n_params, rel_err,
                      skip_without_autocast)
 from mmengine.config import Config
+from mmengine.logging import MessageHub
 from mmengine.registry import init_default_scope
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -518,14 +520,20 @@ def test_feature_info_describes_the_outputs():
             timm_info.channels()[i], timm_info.reduction()[i])
 
 
-def saved_backbone(path, **kwargs):
-    """A GC ViT checkpoint at ``path`` holding random weights as ImageNet
-    weights do (no output norms); returns its state dict."""
+def saved_backbone(path, prefix='', **kwargs):
+    """A checkpoint at ``path`` as stock mmengine writes one (numpy values
+    in ``meta`` and the message hub) whose weights are a random GC ViT's,
+    minus the output norms as in ImageNet weights; returns the weights."""
     torch.manual_seed(1)
     state = {k: torch.randn_like(v) if v.is_floating_point() else v
              for k, v in GCViT(**kwargs).state_dict().items()
              if not k.startswith('norm')}
-    torch.save({'state_dict': state}, path)
+    hub = MessageHub.get_instance('saved_backbone')
+    hub.update_scalar('train/loss', np.float64(0.5))
+    torch.save(dict(meta=dict(seed=np.int64(0), epoch=1),
+                    message_hub=hub.state_dict(),
+                    state_dict={prefix + k: v for k, v in state.items()}),
+               path)
     return state
 
 
@@ -536,9 +544,10 @@ def assert_loaded(model, state):
 
 def test_list_init_cfg_with_map_location(tmp_path, monkeypatch):
     """A list init_cfg, as BaseModule takes it: mmengine's initializers
-    first, then the checkpoint (read with the entry's map_location), which
-    overwrites what it holds and leaves the rest (the output norms)."""
-    state = saved_backbone(tmp_path / 'w.pth', arch=TINY)
+    first, then the backbone of a detector's checkpoint (read with the
+    entry's map_location), which overwrites what it holds and leaves the
+    rest (the output norms)."""
+    state = saved_backbone(tmp_path / 'w.pth', 'backbone.', arch=TINY)
     locations = []
 
     def recording_load(source, map_location):
@@ -548,7 +557,7 @@ def test_list_init_cfg_with_map_location(tmp_path, monkeypatch):
     monkeypatch.setattr(gcvit, 'load_checkpoint', recording_load)
     model = GCViT(arch=TINY, init_cfg=[
         dict(type='Pretrained', checkpoint=str(tmp_path / 'w.pth'),
-             map_location='cpu'),
+             prefix='backbone.', map_location='cpu'),
         dict(type='Constant', layer='LayerNorm', val=2., bias=0.)])
     model.init_weights()
     assert locations == ['cpu']

@@ -1,12 +1,18 @@
 """Predict with a trained detector or segmentor on an image or a folder.
 
     python tools/inference.py CONFIG CHECKPOINT INPUT --out-dir DIR \\
-        [--device cpu] [--score-thr 0.3] [--cfg-options KEY=VALUE ...]
+        [--device cpu] [--score-thr 0.3] [--max-pixels N] \\
+        [--allow-partial-checkpoint] [--cfg-options KEY=VALUE ...]
 
 A thin front to mmdet's ``DetInferencer`` and mmseg's ``MMSegInferencer``
-(the config's ``default_scope`` picks one); CHECKPOINT is read by
-mmgcvit's safe loader (a local file or an http(s) URL, ``weights_only``).
-INPUT is an image or a folder of images (not searched recursively). Writes
+(the config's ``default_scope`` picks one). CHECKPOINT (a local file or an
+http(s) URL) is read through mmengine's ``CheckpointLoader``, which
+``import mmgcvit`` points at mmgcvit's safe loader, and must fit the model
+(:func:`mmgcvit.engine.check_weights_fit`) unless
+``--allow-partial-checkpoint``. INPUT is an image or a folder of images
+(not searched recursively); every image is checked before the model is
+built: its header first (images above ``--max-pixels`` are refused before
+they are decoded), then a full decode. Writes
 
 - ``DIR/vis/<image name>``: the image with the predictions painted on it;
 - detection: ``DIR/preds/<image stem>.json``, mmdet's prediction dict
@@ -18,16 +24,18 @@ INPUT is an image or a folder of images (not searched recursively). Writes
 import argparse
 import os
 import os.path as osp
-import sys
 
 from mmengine.config import Config, DictAction
+from PIL import Image
 
-from mmgcvit.checkpoint import safe_checkpoint_loading
-from mmgcvit.cli.launch import ONE_LINE_ERRORS
-from mmgcvit.cli.preflight import PreflightError
+from mmgcvit.checkpoint import CheckpointError, state_dict_of
+from mmgcvit.engine import PreflightError, check_weights_fit, one_line_errors
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 DEFAULT_SCORE_THR = 0.3
+# 50 megapixels: what cameras take; the pipeline and the painting hold
+# several copies of an image, some in float.
+DEFAULT_MAX_PIXELS = 50_000_000
 
 
 def build_parser():
@@ -46,6 +54,14 @@ def build_parser():
         '--score-thr', type=float,
         help='detection only: lowest score of the boxes and masks painted '
         f'(default {DEFAULT_SCORE_THR}); the json keeps every prediction')
+    parser.add_argument(
+        '--max-pixels', type=int, default=DEFAULT_MAX_PIXELS,
+        help='refuse images with more pixels (width x height), read from '
+        f'their header before decoding (default {DEFAULT_MAX_PIXELS})')
+    parser.add_argument(
+        '--allow-partial-checkpoint', action='store_true',
+        help='predict even when the checkpoint does not fit the model '
+        '(missing, unused or reshaped weights)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings in the config, key=value pairs')
@@ -71,10 +87,63 @@ def list_images(path):
     return images
 
 
+def image_problem(path, max_pixels):
+    """Why the image at ``path`` cannot be used, or None. The size comes
+    from the header, before decoding: a 389 KB PNG can declare 20000x20000
+    pixels."""
+    if osp.getsize(path) == 0:
+        return 'empty file'
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > max_pixels:
+                return (f'{image.width}x{image.height} pixels, more than '
+                        f'--max-pixels {max_pixels}')
+            image.load()
+    except Image.UnidentifiedImageError:
+        return 'not an image Pillow can read'
+    except Image.DecompressionBombError as error:
+        return f'too large to decode safely ({error})'
+    except Exception as error:  # any decoding failure is the finding
+        return f'truncated or corrupt ({error})'
+    return None
+
+
+def check_images(images, max_pixels):
+    """Refuse the run in one line naming every unusable image."""
+    problems = [f'{image} ({problem})' for image in images
+                for problem in [image_problem(image, max_pixels)] if problem]
+    if problems:
+        raise PreflightError(
+            f'{len(problems)} of {len(images)} input images cannot be used: '
+            + '; '.join(problems) + '. Replace or remove them (or raise '
+            '--max-pixels for a large image you trust).')
+
+
+def fitting(inferencer_cls, args):
+    """``inferencer_cls`` refusing a checkpoint that does not fit the model
+    (mmengine's loading only warns of missing and unused weights)."""
+
+    class Fitting(inferencer_cls):
+
+        def _load_weights_to_model(self, model, checkpoint, cfg):
+            weights = state_dict_of(checkpoint)
+            if not isinstance(weights, dict):
+                raise CheckpointError(
+                    f'checkpoint {args.checkpoint} holds a '
+                    f'{type(weights).__name__}, not a dict of weights: pass '
+                    'a checkpoint written by tools/train.py.')
+            check_weights_fit(weights, model, args.allow_partial_checkpoint,
+                              source=f'checkpoint {args.checkpoint}')
+            super()._load_weights_to_model(model, checkpoint, cfg)
+
+    return Fitting
+
+
 def detect(cfg, args, images):
     from mmdet.apis import DetInferencer
-    inferencer = DetInferencer(model=cfg, weights=args.checkpoint,
-                               device=args.device, show_progress=False)
+    inferencer = fitting(DetInferencer, args)(
+        model=cfg, weights=args.checkpoint, device=args.device,
+        show_progress=False)
     score_thr = (DEFAULT_SCORE_THR
                  if args.score_thr is None else args.score_thr)
     for image in images:
@@ -86,9 +155,8 @@ def detect(cfg, args, images):
 def segment(cfg, args, images):
     import numpy as np
     from mmseg.apis import MMSegInferencer
-    from PIL import Image
-    inferencer = MMSegInferencer(model=cfg, weights=args.checkpoint,
-                                 device=args.device)
+    inferencer = fitting(MMSegInferencer, args)(
+        model=cfg, weights=args.checkpoint, device=args.device)
     inferencer.show_progress = False
     pred_dir = osp.join(args.out_dir, 'pred')
     os.makedirs(pred_dir, exist_ok=True)
@@ -111,12 +179,13 @@ TASKS = dict(mmdet=detect, mmseg=segment)
 def main():
     parser = build_parser()
     args = parser.parse_args()
-    try:
+    with one_line_errors(parser.prog):
         if not osp.isfile(args.config):
             raise PreflightError(
                 f'config file {args.config!r} does not exist: pass the '
                 'config the model was trained with')
         images = list_images(args.input)
+        check_images(images, args.max_pixels)
         cfg = Config.fromfile(args.config)
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
@@ -127,12 +196,9 @@ def main():
         if scope == 'mmseg' and args.score_thr is not None:
             parser.error('--score-thr applies to detection configs only: '
                          'drop it')
-        with safe_checkpoint_loading():
-            for image, prediction in TASKS[scope](cfg, args, images):
-                print(f'{image} -> {osp.join(args.out_dir, "vis")}, '
-                      f'{prediction}')
-    except ONE_LINE_ERRORS as err:
-        sys.exit(f'{parser.prog}: error: {err}')
+        for image, prediction in TASKS[scope](cfg, args, images):
+            print(f'{image} -> {osp.join(args.out_dir, "vis")}, '
+                  f'{prediction}')
     print(f'{len(images)} images: painted predictions in '
           f'{osp.join(args.out_dir, "vis")}')
 
