@@ -30,9 +30,10 @@ import time
 from pathlib import Path
 
 from mmengine.config import Config
+from mmengine.runner import find_latest_checkpoint
 
 from mmgcvit.dataset_tools import generate_ade20k, generate_coco
-from mmgcvit.cli.launch import write_json_atomic
+from mmgcvit.utils.fileio import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 # Per task: the demo config, its dataset generator and the metrics to report
@@ -98,12 +99,6 @@ def run_streamed(cmd):
     return ''.join(lines)
 
 
-def last_checkpoint(work_dir):
-    """The checkpoint mmengine's CheckpointHook saved last."""
-    with open(osp.join(work_dir, 'last_checkpoint')) as f:
-        return f.read().strip()
-
-
 def main():
     args = parse_args()
     task = TASKS[args.task]
@@ -122,15 +117,15 @@ def main():
     train_dir = osp.join(work_dir, 'train')
     run_streamed([sys.executable, REPO / 'tools/train.py', config,
                   '--work-dir', train_dir, *options])
+    checkpoint = find_latest_checkpoint(train_dir)
     trained = time.perf_counter()
 
     # Draw every test image through the visualizer's PNG backend.
     draw = ['default_hooks.visualization.draw=True',
             'default_hooks.visualization.interval=1']
     test_out = run_streamed([
-        sys.executable, REPO / 'tools/test.py', config,
-        last_checkpoint(train_dir), '--work-dir',
-        osp.join(work_dir, 'test'), *options, *draw])
+        sys.executable, REPO / 'tools/test.py', config, checkpoint,
+        '--work-dir', osp.join(work_dir, 'test'), *options, *draw])
     tested = time.perf_counter()
     metrics_path = re.findall(r'metrics saved to (.+)', test_out)[-1]
     with open(metrics_path) as f:
@@ -148,7 +143,7 @@ def main():
     summary = dict(
         task=args.task, config=str(config),
         metrics={k: metrics[k] for k in task['metrics']}, seconds=times,
-        data=str(data.data_root), checkpoint=last_checkpoint(train_dir),
+        data=str(data.data_root), checkpoint=checkpoint,
         pictures=pictures, curves=curves)
     write_json_atomic(summary, osp.join(work_dir, 'demo.json'))
     print('\n' + '=' * 60)
