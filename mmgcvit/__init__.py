@@ -1,16 +1,18 @@
 """GC ViT backbone for MMDetection 3.x and MMSegmentation 1.x.
 
 ``import mmgcvit`` (or ``custom_imports=dict(imports=['mmgcvit'])`` in a
-config) registers ``GCViT`` into mmdet's and mmseg's ``MODELS`` and has one
-global effect: it admits to ``torch.load(weights_only=True)`` the checked
-stand-ins that read mmengine training checkpoints
-(:mod:`mmgcvit.checkpoint.allow_list`). Nothing else is changed; what our
-tools add to mmengine they apply themselves, around a run.
+config) has two effects: it registers ``GCViT`` into mmdet's and mmseg's
+``MODELS``, and it registers mmgcvit's checkpoint loader with mmengine's
+``CheckpointLoader`` for local paths and http(s) URLs, so every tool's
+``load_from``, ``--resume``, test checkpoint and ``init_cfg`` read
+checkpoints without unpickling anything but weights and plain values
+(:mod:`mmgcvit.checkpoint`). torch's own serialization state is left as it
+was.
 """
 from . import models  # noqa: F401  (registers GCViT)
-from .checkpoint import allow_mmengine_checkpoints
+from .checkpoint import register_loader
 from .version import __version__
 
-allow_mmengine_checkpoints()
+register_loader()
 
 __all__ = ['__version__']

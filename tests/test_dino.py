@@ -31,7 +31,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 from mmgcvit.analysis.complexity import build_model
-from mmgcvit.checkpoint.loading import is_url
+from mmgcvit.checkpoint.download import is_url
 from mmgcvit.models.backbones.gcvit_arch import resolve_arch
 
 CONFIGS = sorted(

@@ -28,7 +28,7 @@ from mmengine.registry import MODELS, init_default_scope
 from mmengine.utils import import_modules_from_strings
 
 from mmgcvit.checkpoint import CheckpointError, load_checkpoint
-from mmgcvit.checkpoint.loading import cached_path, is_url
+from mmgcvit.checkpoint.download import cached_path, is_url
 
 CONFIGS = sorted(p for p in (REPO / 'configs').glob('*/*.py'))
 DET_XXT = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
@@ -273,7 +273,7 @@ def test_a_page_that_is_no_checkpoint_is_not_kept(serve, download_cache):
     server.files['model.pth'] = b'<html>rate limit exceeded</html>\n'
     url = server.url('model.pth')
     for _ in range(2):
-        with pytest.raises(CheckpointError, match='not a torch checkpoint'):
+        with pytest.raises(CheckpointError, match='not a torch zip archive'):
             load_checkpoint(url)
         assert not Path(cached_path(url)).exists()
     assert server.requests == ['/model.pth'] * 2
@@ -290,7 +290,7 @@ def test_a_date_in_the_name_is_no_hash(serve):
 def test_rank_0_failure_still_meets_the_barrier(serve, monkeypatch):
     """Rank 0 downloads first and the others wait for it at a barrier: when
     its download fails it must still get there, or the job hangs."""
-    import mmgcvit.checkpoint.loading as loading
+    import mmgcvit.checkpoint.download as loading
     calls = []
     monkeypatch.setattr(loading, 'get_dist_info', lambda: (0, 2))
     monkeypatch.setattr(torch.distributed, 'barrier',

@@ -1,202 +1,42 @@
-"""The one path by which mmgcvit and its tools read checkpoints.
+"""The one path by which mmgcvit, its tools and (through mmengine's
+``CheckpointLoader``) mmdet's and mmseg's own tools read checkpoints.
 
-:func:`load_checkpoint` takes a local file or an ``http(s)://`` URL. URLs are
-downloaded once into a cache keyed by the whole URL (not just the file name,
-so two hosts serving ``model.pth`` never share a cache entry); a file name
-that carries a hash, as release files do (``name-<sha256 prefix>.pth``), is
-checked on every load. Every pickle is read with ``weights_only=True``
-(:mod:`mmgcvit.checkpoint.allow_list` admits what mmengine checkpoints
-need), safetensors files with safetensors. Failures raise
+:func:`load_checkpoint` takes a local file or an ``http(s)://`` URL. Pickled
+checkpoints are read by :mod:`mmgcvit.checkpoint.reader`, safetensors files
+by safetensors. URLs are downloaded once into a cache keyed by the whole URL
+(:mod:`mmgcvit.checkpoint.download`). Failures raise
 :class:`CheckpointError` with one line naming the problem and the fix.
 
-mmengine's ``CheckpointLoader`` (``load_from``, ``--resume``,
-``tools/test.py CHECKPOINT``) loads URLs with ``weights_only=False``;
-:func:`safe_checkpoint_loading`, which our tools enter around a run, sends
-its local and URL loading here instead.
+``import mmgcvit`` registers :func:`load_from_mmgcvit` for local paths and
+http(s) URLs with mmengine's public ``CheckpointLoader.register_scheme``,
+so ``load_from``, ``--resume``, the test checkpoint and ``init_cfg`` read
+through it in every tool.
 """
-import argparse
-import hashlib
 import os
 import os.path as osp
 import pickle
-import re
-import urllib.error
-import urllib.parse
-import urllib.request
-from contextlib import contextmanager
+import zipfile
 
-import mmengine.runner.checkpoint as mmengine_checkpoint
 import torch
-from mmengine.dist import get_dist_info
 from mmengine.runner import CheckpointLoader
 
-from mmgcvit.utils.fileio import atomic_open
-from mmgcvit.utils.torch_compat import safe_globals
+from . import reader
+from .download import CheckpointError, display_url, download, is_url
 
-# torch.hub's convention: `name-<first hex digits of the sha256>.ext`; a
-# run of digits alone (`model-20261201.pth`) is more likely a date.
-_HASH_IN_NAME = re.compile(r'-((?=[0-9]*[a-f])[a-f0-9]{8,64})\.')
-_URL_SCHEMES = ('http://', 'https://')
-_DOWNLOAD_TIMEOUT = 60
-_CHUNK = 1 << 20
+# The one opt-in to torch's full unpickler: the path or URL of a file the
+# user trusts (unpickling it may run any code the file names).
+TRUST_VARIABLE = 'MMGCVIT_TRUST_CHECKPOINT'
+# Where trainers keep the weights. NVlabs' training script (timm's) saves
+# them under `state_dict` and the EMA copy under `state_dict_ema`; its
+# validate.py evaluates the plain `state_dict`, so that one is preferred.
+WEIGHT_KEYS = ('state_dict', 'state_dict_ema', 'model', 'module')
 # Names shown when a checkpoint has non-finite weights; more are counted.
 _MAX_NAMES = 5
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or used; the message says why and
-    what to do."""
-
-
-def is_url(source):
-    return isinstance(source, str) and source.startswith(_URL_SCHEMES)
-
-
-def cache_dir():
-    """Where downloaded checkpoints are kept: ``$MMGCVIT_CACHE`` or
-    ``<torch hub dir>/mmgcvit``."""
-    return os.environ.get('MMGCVIT_CACHE') or osp.join(
-        torch.hub.get_dir(), 'mmgcvit')
-
-
-def cached_path(url):
-    """The cache file of ``url``: a folder per URL, the URL's file name."""
-    name = osp.basename(urllib.parse.urlparse(url).path) or 'checkpoint'
-    key = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return osp.join(cache_dir(), key, name)
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(_CHUNK), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _check_hash(path, url):
-    match = _HASH_IN_NAME.search(osp.basename(path))
-    if match is None:
-        return
-    actual = _sha256(path)
-    if not actual.startswith(match[1]):
-        os.unlink(path)
-        raise CheckpointError(
-            f'checkpoint downloaded from {url} has sha256 {actual[:16]}..., '
-            f'not the {match[1]} its file name promises: the download was '
-            'corrupted or the server holds another file; the cached copy was '
-            'deleted, so running again downloads it anew.')
-
-
-def _local_alternative():
-    return ('or download it yourself and pass the local path (e.g. '
-            '--cfg-options model.backbone.init_cfg.checkpoint=PATH)')
-
-
-def _download(url, path):
-    try:
-        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT) as r, \
-                atomic_open(path, 'wb') as f:
-            size = 0
-            for block in iter(lambda: r.read(_CHUNK), b''):
-                f.write(block)
-                size += len(block)
-            # http.client returns a connection cut mid-body as a short read,
-            # not an error: without this the cache would keep a truncated
-            # file and serve it on every later run.
-            expected = r.headers.get('Content-Length')
-            if expected is not None and size != int(expected):
-                raise CheckpointError(
-                    f'download of checkpoint {url} stopped after {size} of '
-                    f'{expected} bytes: run again to download it anew, '
-                    f'{_local_alternative()}.')
-    except urllib.error.HTTPError as err:
-        what = 'not found at' if err.code == 404 else 'refused by'
-        raise CheckpointError(
-            f'checkpoint {what} {url} (HTTP {err.code} {err.reason}): check '
-            f'the URL, {_local_alternative()}.') from None
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, 'reason', err)
-        raise CheckpointError(
-            f'cannot download checkpoint {url} ({reason}): check the network '
-            f'or proxy, {_local_alternative()}.') from None
-
-
-def download(url):
-    """The local path of ``url``'s file, downloaded into the cache unless it
-    is there; checked against the hash in its name. In a distributed run
-    rank 0 downloads first, the others then read its copy."""
-    path = cached_path(url)
-
-    def fetch():
-        if not osp.isfile(path):
-            _download(url, path)
-        _check_hash(path, url)
-
-    rank, world_size = get_dist_info()
-    failure = None
-    if rank == 0:
-        try:
-            fetch()
-        except CheckpointError as err:
-            failure = err  # raised after the barrier the others wait at
-    if world_size > 1:
-        torch.distributed.barrier()
-        if rank > 0:
-            fetch()
-    if failure is not None:
-        raise failure
-    return path
-
-
-# What torch's weights_only unpickler and our allow-list say when they
-# refuse an object (other unpickling errors mean a damaged file).
-_REFUSALS = ('unsupported global', 'can only build', 'can only create',
-             'unrecognized function', 'weights_only load refused')
-
-
-def _refusal(err):
-    """The line of a weights_only error that names the refused object, or
-    None when the error is not a refusal."""
-    return next((line.strip() for line in str(err).splitlines()
-                 if any(mark in line.lower() for mark in _REFUSALS)), None)
 
 
 def _first_line(err):
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def _read(path, source, map_location):
-    if osp.getsize(path) == 0:
-        raise CheckpointError(f'checkpoint {source} is an empty file: '
-                              'download or write it again.')
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        try:
-            return load_file(path, device=str(map_location or 'cpu'))
-        except Exception as err:  # safetensors raises its own error types
-            raise CheckpointError(
-                f'cannot read safetensors checkpoint {source} '
-                f'({_first_line(err)}): the file is truncated or corrupt; '
-                'download or convert it again.') from None
-    try:
-        # NVlabs checkpoints also pickle their training arguments.
-        with safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location=map_location,
-                              weights_only=True)
-    except pickle.UnpicklingError as err:
-        if _refusal(err) is None:
-            raise _corrupt(source, err) from None
-        raise CheckpointError(
-            f'checkpoint {source} holds objects that are not weights, which '
-            f'mmgcvit refuses to load ({_refusal(err)}). If you trust '
-            'its source, re-save just its weights: '
-            "torch.save(torch.load(PATH, weights_only=False)['state_dict'], "
-            'NEW_PATH), and load NEW_PATH.') from None
-    except (RuntimeError, EOFError, OSError, ValueError, IndexError,
-            KeyError) as err:  # torch / zipfile on a damaged file
-        raise _corrupt(source, err) from None
 
 
 def _corrupt(source, err):
@@ -206,6 +46,58 @@ def _corrupt(source, err):
         'truncated or corrupt; download or write it again.')
 
 
+def _read_safetensors(path, source, map_location):
+    from safetensors.torch import load_file
+    try:
+        return load_file(path, device=str(map_location or 'cpu'))
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointError(
+            f'cannot read safetensors checkpoint {source} '
+            f'({_first_line(err)}): the file is truncated or corrupt; '
+            'download or convert it again.') from None
+
+
+def _forced_weights_only():
+    # torch refuses a pickle_module when its environment forces weights_only
+    return os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in (
+        '1', 'y', 'yes', 'true')
+
+
+def _read(path, source, map_location):
+    if osp.getsize(path) == 0:
+        raise CheckpointError(f'checkpoint {source} is an empty file: '
+                              'download or write it again.')
+    if path.endswith('.safetensors'):
+        return _read_safetensors(path, source, map_location)
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f'checkpoint {source} is not a torch zip archive: it is '
+            'truncated or corrupt, not a checkpoint, or written by torch < '
+            '1.6; download or write it again (re-save old files with a '
+            'current torch).')
+    trusted = os.environ.get(TRUST_VARIABLE) == source
+    try:
+        if trusted or _forced_weights_only():
+            return torch.load(path, map_location=map_location,
+                              weights_only=not trusted)
+        return reader.materialise(
+            torch.load(path, map_location=map_location, weights_only=False,
+                       pickle_module=reader))
+    except reader.RefusedError as err:
+        raise CheckpointError(
+            f'checkpoint {source} holds {err}, which is not a tensor or '
+            'plain value, so mmgcvit does not unpickle it (unpickling can '
+            'run code the file names). If you trust where the file comes '
+            f'from, allow this one file with {TRUST_VARIABLE}={source}.'
+        ) from None
+    except RecursionError:
+        raise CheckpointError(
+            f'checkpoint {source} nests its values too deeply to be a '
+            'checkpoint: download or write it again.') from None
+    except (pickle.UnpicklingError, Exception) as err:
+        raise _corrupt(source, err) from None
+
+
 def load_checkpoint(source, map_location='cpu'):
     """The object stored in a local checkpoint file or at an ``http(s)``
     URL (``.pth``, ``.pth.tar``, ``.safetensors``), read safely."""
@@ -213,8 +105,8 @@ def load_checkpoint(source, map_location='cpu'):
     if is_url(source):
         path = download(source)
         try:
-            return _read(path, source, map_location)
-        except CheckpointError:
+            return _read(path, display_url(source), map_location)
+        except BaseException:
             # Whatever the server sent is no checkpoint: the next run
             # downloads it anew instead of reading this copy again.
             os.unlink(path)
@@ -229,12 +121,6 @@ def load_checkpoint(source, map_location='cpu'):
     return _read(source, source, map_location)
 
 
-# Where trainers keep the weights. NVlabs' training script (timm's) saves
-# them under `state_dict` and the EMA copy under `state_dict_ema`; its
-# validate.py evaluates the plain `state_dict`, so that one is preferred.
-WEIGHT_KEYS = ('state_dict', 'state_dict_ema', 'model', 'module')
-
-
 def state_dict_of(checkpoint):
     """The weights inside a loaded checkpoint (under one of
     ``WEIGHT_KEYS``), else the checkpoint itself."""
@@ -245,53 +131,49 @@ def state_dict_of(checkpoint):
     return checkpoint
 
 
+def _names(names):
+    return ', '.join(names[:_MAX_NAMES]) + (
+        f' and {len(names) - _MAX_NAMES} more'
+        if len(names) > _MAX_NAMES else '')
+
+
 def check_finite(state_dict, source):
-    """Refuse weights holding NaN or Inf, naming the tensors."""
-    bad = [name for name, value in state_dict.items()
-           if isinstance(value, torch.Tensor) and value.is_floating_point()
-           and not torch.isfinite(value).all()]
+    """Refuse weights holding NaN or Inf, naming the tensors, and tensors
+    that claim more elements than their storage holds (zero-stride views:
+    checking them would allocate what the file never held)."""
+    tensors = {name: value for name, value in state_dict.items()
+               if isinstance(value, torch.Tensor)}
+    inflated = [name for name, t in tensors.items()
+                if t.numel() * t.element_size() >
+                t.untyped_storage().nbytes()]
+    if inflated:
+        raise CheckpointError(
+            f'checkpoint {source} has {len(inflated)} tensors with more '
+            f'elements than their stored data ({_names(inflated)}): it is '
+            'crafted or damaged; use another checkpoint.')
+    bad = [name for name, t in tensors.items()
+           if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
-        shown = ', '.join(bad[:_MAX_NAMES]) + (
-            f' and {len(bad) - _MAX_NAMES} more' if len(bad) > _MAX_NAMES
-            else '')
         raise CheckpointError(
             f'checkpoint {source} has NaN or Inf values in {len(bad)} '
-            f'weights ({shown}): it comes from a diverged or damaged run; '
-            'use an earlier checkpoint.')
+            f'weights ({_names(bad)}): it comes from a diverged or damaged '
+            'run; use an earlier checkpoint.')
 
 
 def load_from_mmgcvit(filename, map_location=None, *args, **kwargs):
+    """mmengine ``CheckpointLoader`` scheme: :func:`load_checkpoint`, with
+    non-finite weights refused."""
     # mmengine logs "Loads checkpoint by <name minus load_from_> backend".
     checkpoint = load_checkpoint(filename, map_location)
     weights = state_dict_of(checkpoint)
     if isinstance(weights, dict):
-        check_finite(weights, filename)
+        check_finite(weights, display_url(filename))
     return checkpoint
 
 
-def _load_url_with_mmgcvit(url, model_dir=None, map_location=None,
-                           *args, **kwargs):
-    return load_from_mmgcvit(url, map_location)
-
-
-@contextmanager
-def safe_checkpoint_loading():
-    """Inside the ``with`` block, mmengine's ``CheckpointLoader`` reads local
-    files and URLs (directly or through ``open-mmlab://``-style names)
-    with :func:`load_checkpoint` and refuses non-finite weights; leaving it
-    restores mmengine."""
-    schemes = CheckpointLoader._schemes
-    names = ('load_from_local', 'load_from_http', 'load_url')
-    saved = {name: getattr(mmengine_checkpoint, name) for name in names}
-    CheckpointLoader._schemes = dict(schemes)
+def register_loader():
+    """Make mmengine's ``CheckpointLoader`` read local paths and http(s)
+    URLs with :func:`load_from_mmgcvit` (idempotent)."""
     CheckpointLoader.register_scheme(
-        ('', *_URL_SCHEMES), load_from_mmgcvit, force=True)
-    mmengine_checkpoint.load_from_local = load_from_mmgcvit
-    mmengine_checkpoint.load_from_http = load_from_mmgcvit
-    mmengine_checkpoint.load_url = _load_url_with_mmgcvit
-    try:
-        yield
-    finally:
-        CheckpointLoader._schemes = schemes
-        for name, value in saved.items():
-            setattr(mmengine_checkpoint, name, value)
+        prefixes=('', 'http://', 'https://'), loader=load_from_mmgcvit,
+        force=True)

@@ -3,7 +3,6 @@
 OpenMMLab's prebuilt mmcv 2.1.0 wheels stop at torch 2.1, so many users run
 that; the newer APIs used here are looked up, not assumed.
 """
-import contextlib
 import functools
 import inspect
 
@@ -47,14 +46,3 @@ def has_cpu_amp():
     autocast and a ``GradScaler`` there (torch 2.4 on)."""
     return hasattr(torch, 'get_autocast_dtype')
 
-
-def safe_globals(types):
-    """A context that lets ``torch.load(weights_only=True)`` unpickle
-    ``types``: torch 2.5 on scopes the permission to the context, 2.4 can
-    only grant it for the process, older torch has no allow-list (its
-    ``weights_only`` refuses them)."""
-    if hasattr(torch.serialization, 'safe_globals'):
-        return torch.serialization.safe_globals(types)
-    if hasattr(torch.serialization, 'add_safe_globals'):
-        torch.serialization.add_safe_globals(types)
-    return contextlib.nullcontext()
