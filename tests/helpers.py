@@ -31,9 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / 'tools'
 TRAIN = TOOLS / 'train.py'
 # mmdet's and mmseg's own train.py, where mim installs them.
-MMDET_TRAIN, MMSEG_TRAIN = (
+MMDET_TRAIN, MMSEG_TRAIN, MMDET_TEST = (
     Path(importlib.util.find_spec(package).origin).parent /
-    '.mim/tools/train.py' for package in ('mmdet', 'mmseg'))
+    f'.mim/tools/{tool}.py' for package, tool in (
+        ('mmdet', 'train'), ('mmseg', 'train'), ('mmdet', 'test')))
 
 # --- skips and devices -------------------------------------------------------
 
@@ -96,6 +97,20 @@ def build_without_pretrained(cfg, registry):
     model_cfg = cfg.model.copy()
     model_cfg.backbone = dict(model_cfg.backbone, init_cfg=None)
     return registry.build(model_cfg)
+
+
+def random_checkpoint(config, path):
+    """``config``'s model, freshly initialised, saved at ``path`` with its
+    classes as a runner saves them; returns ``path``."""
+    from mmengine.registry import MODELS
+    cfg = Config.fromfile(config)
+    import_modules_from_strings(**cfg.custom_imports)
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    torch.save({'state_dict': model.state_dict(),
+                'meta': {'dataset_meta': dict(cfg.metainfo)}}, path)
+    return path
 
 
 # --- running tools -----------------------------------------------------------
@@ -315,141 +330,35 @@ def seg_scaled_down(data_root):
     ]
 
 
-# --- hostile checkpoints -----------------------------------------------------
-# Each builder writes a checkpoint that does harm when loaded without
-# mmgcvit's checks; tests load them in a fresh process, where a crash shows.
-
-class Reduce:
-    """Pickles as ``fn(*args)``, then ``BUILD(state)`` if a state is given:
-    the two pickle operations every payload below is made of."""
-
-    def __init__(self, fn, args, state=None):
-        self.fn, self.args, self.state = fn, args, state
-
-    def __reduce__(self):
-        return (self.fn, self.args) + (() if self.state is None else
-                                       (self.state, ))
-
-
-def _history_buffer(**extra_state):
-    """A HistoryBuffer that pickles with ``extra_state`` in its state."""
-    from mmengine.logging import HistoryBuffer
-    buffer = HistoryBuffer([1.], [1])
-    state = dict(vars(buffer), **extra_state)
-    buffer.__getstate__ = lambda: state  # what pickle saves
-    return buffer
-
-
-def payload_shell(path, marker):
-    """Runs ``touch marker`` through ``os.system``."""
-    torch.save(Reduce(os.system, (f'touch {marker}', )), path)
-
-
-# An object dtype whose flags are reset: numpy then takes raw bytes for a
-# PyObject pointer.
-_OBJECT_DTYPE_FLAGS_RESET = (3, '|', None, None, None, -1, -1, 0)
-
-
-def _object_dtype():
-    import numpy as np
-    return Reduce(np.dtype, ('O', False, True), _OBJECT_DTYPE_FLAGS_RESET)
-
-
-def payload_object_scalar(path):
-    """``numpy scalar(object dtype, raw bytes)``: dereferences 0x4141..."""
-    import numpy as np
-    torch.save(Reduce(np.core.multiarray.scalar,
-                      (_object_dtype(), b'\x41' * 8)), path)
-
-
-def payload_object_array(path):
-    """An object array whose data are raw bytes."""
-    import numpy as np
-    torch.save(Reduce(np.core.multiarray._reconstruct,
-                      (np.ndarray, (0, ), b'b'),
-                      (1, (1, ), _object_dtype(), False, b'\x41' * 8)), path)
-
-
-def payload_history_remap(path):
-    """A HistoryBuffer whose state maps ``mean`` to ``max``: mmengine's
-    ``__setstate__`` writes that into the class for the whole process."""
-    from mmengine.logging import HistoryBuffer
-    torch.save(_history_buffer(
-        statistics_methods={'mean': HistoryBuffer.max}), path)
-
-
-def payload_history_getattr(path):
-    """Adds ``__subclasses__`` to the statistics names the old allow-list
-    let ``getattr`` fetch, then fetches it."""
-    from mmengine.logging import HistoryBuffer
-    first = _history_buffer(
-        statistics_methods={'__subclasses__': HistoryBuffer.mean})
-    torch.save([first, Reduce(getattr, (HistoryBuffer, '__subclasses__'))],
-               path)
-
-
-def _save_pickle(path, data):
-    """A torch checkpoint file holding the pickle bytes ``data``."""
-    import zipfile
-    torch.save(None, path)
-    with zipfile.ZipFile(path) as archive:
-        entries = {i.filename: archive.read(i) for i in archive.infolist()}
-    entries[next(n for n in entries if n.endswith('/data.pkl'))] = data
-    with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as archive:
-        for name, content in entries.items():
-            archive.writestr(name, content)
-
-
-def _build_again(obj, state):
-    """The pickle of ``obj`` followed by a second ``BUILD`` of it with
-    ``state``: the opcodes a hand-made file can hold."""
-    import pickle
-    data = pickle.dumps(obj, protocol=2)
-    assert data.endswith(pickle.STOP)
-    return data[:-1] + pickle.dumps(state, protocol=2)[2:-1] + \
-        pickle.BUILD + pickle.STOP
-
-
-def payload_history_setstate(path):
-    """Plants ``__setstate__`` (here ``_codecs.encode``, any admitted
-    callable would do) in a buffer's instance dict, then ``BUILD``s the
-    buffer again: the planted callable runs with the attacker's argument."""
-    import codecs
-    _save_pickle(path, _build_again(_history_buffer(
-        __setstate__=codecs.encode), 'argument of our choice'))
-
-
-def payload_history_rebuild(path):
-    """A valid buffer ``BUILD`` twice: the second would run mmengine's
-    ``__setstate__`` on an already rebuilt object."""
-    buffer = _history_buffer()
-    _save_pickle(path, _build_again(buffer, buffer.__getstate__()))
-
-
 class ReleaseServer:
     """Files served at ``http://127.0.0.1:<port>/<path>`` from ``files``
     (path -> bytes); every GET is recorded in ``requests``. ``cut`` paths
-    announce their full length but send half."""
+    announce their full length but send half; ``custom`` paths are answered
+    by their function, given the request handler (misbehaving servers)."""
 
     def __init__(self):
         import http.server
         import threading
 
-        self.files, self.requests, self.cut = {}, [], set()
+        self.files, self.requests, self.cut, self.custom = {}, [], set(), {}
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
 
             def do_GET(self):
                 server.requests.append(self.path)
-                body = server.files.get(self.path.lstrip('/'))
+                path = self.path.split('?')[0].lstrip('/')
+                if path in server.custom:
+                    server.custom[path](self)
+                    return
+                body = server.files.get(path)
                 if body is None:
                     self.send_error(404)
                     return
                 self.send_response(200)
                 self.send_header('Content-Length', str(len(body)))
                 self.end_headers()
-                if self.path.lstrip('/') in server.cut:
+                if path in server.cut:
                     body = body[:len(body) // 2]
                     self.close_connection = True
                 self.wfile.write(body)
@@ -459,6 +368,7 @@ class ReleaseServer:
 
         self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0),
                                                      Handler)
+        self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever,
                                        daemon=True)
         self.thread.start()
