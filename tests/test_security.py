@@ -18,8 +18,10 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from helpers import (MMDET_TEST, REPO, TINY, mmengine_log, run_tool,
-                     small_detection_config)
+from helpers import (MMDET_TEST, REPO, TINY, TOOLS, assert_one_line_error,
+                     mmengine_log, run_tool, small_detection_config)
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
 from mmengine.logging import HistoryBuffer
 
 from mmgcvit.checkpoint import CheckpointError, load_checkpoint
@@ -457,6 +459,36 @@ def test_mmdet_test_tool_runs_no_code_from_a_url(tmp_path, coco_root, serve,
     assert server.requests == ['/det.pth']
     assert rc != 0 and 'posix.system' in output, output[-3000:]
     assert not marker.exists()
+
+
+def detector_weights(config, coco_root, arch):
+    from mmdet.registry import MODELS
+    config = small_detection_config(config, coco_root, arch=arch, images=2)
+    init_default_scope('mmdet')
+    return config, MODELS.build(Config.fromfile(config).model).state_dict()
+
+
+@pytest.mark.parametrize('edit,message', [
+    (lambda state, other: {k: v.numpy() for k, v in state.items()},
+     'holds values that are not tensors'),
+    (lambda state, other: dict(state, **{
+        'backbone.patch_embed.proj.weight':
+        state['backbone.patch_embed.proj.weight'].tolist()}),
+     'backbone.patch_embed.proj.weight (list)'),
+    (lambda state, other: other, 'unused by the model'),
+])
+def test_test_tool_refuses_checkpoints_that_are_not_the_model(
+        tmp_path, coco_root, edit, message):
+    """numpy weights, a weight as a list, GC ViT-T weights into an XXT
+    config: tools/test.py would score a model that is not the file."""
+    config, state = detector_weights(tmp_path / 'xxt.py', coco_root,
+                                     'xxtiny')
+    _, other = detector_weights(tmp_path / 't.py', coco_root, 'tiny')
+    torch.save({'state_dict': edit(state, other)}, tmp_path / 'bad.pth')
+    rc, output = run_tool([TOOLS / 'test.py', config, tmp_path / 'bad.pth',
+                           '--work-dir', tmp_path / 'work'], cwd=tmp_path)
+    assert_one_line_error(rc, output, message)
+    assert not list((tmp_path / 'work').rglob('metrics.json'))
 
 
 def test_one_loading_path():
