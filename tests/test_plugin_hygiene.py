@@ -1,19 +1,19 @@
-"""What ``import mmgcvit`` and our tools do to the process, and how the
+"""What ``import mmgcvit`` and our configs do to the process, and how the
 package and the tests are put together.
 
 - ``import mmgcvit`` loads only the backbone, the checkpoint reader and the
-  registry (no pycocotools, dataset tooling, engine, cli or analysis
-  modules) and registers nothing into mmengine's registries; the engine
-  components still resolve by their ``mmgcvit.`` names through mmdet's and
-  mmseg's registries, which import ``mmgcvit.engine`` on first use.
-- Every context manager that patches mmengine / mmcv restores it on
-  leaving, also when the block raises (``conftest.py`` checks the same
-  after every test of the suite).
+  registry (no pycocotools, dataset tooling, engine or analysis modules)
+  and registers nothing into mmengine's registries; the engine components
+  resolve by their ``mmgcvit.`` names through mmdet's and mmseg's
+  registries, and loading one of our configs registers the atomic file
+  backend its checkpoint hook names.
+- Nothing in ``mmgcvit/`` or ``tools/`` assigns or deletes an attribute of
+  another library's objects (``conftest.py`` checks after every test that
+  none was left replaced).
 - No module of ``mmgcvit`` imports one that imports it back; no test module
   imports another.
 """
 import ast
-import contextlib
 import importlib
 import json
 import subprocess
@@ -21,23 +21,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from helpers import REPO, library_changes, library_state, patch_points
-from mmengine.config import Config
-
-from mmgcvit.checkpoint import safe_checkpoint_loading
-from mmgcvit.cli.cpu import cpu_gloo_launch
-from mmgcvit.cli.image_loading import one_line_image_errors
-from mmgcvit.cli.launch import run_context
-from mmgcvit.engine import atomic_checkpoint_writes, mmcv_ops_in_fp32
+from helpers import REPO
 
 # --- what import mmgcvit loads and registers ---------------------------------
 
 IMPORTED_BY_MMGCVIT = [
     'mmgcvit',
     'mmgcvit.checkpoint',
-    'mmgcvit.checkpoint.allow_list',
+    'mmgcvit.checkpoint.download',
     'mmgcvit.checkpoint.loading',
+    'mmgcvit.checkpoint.reader',
     'mmgcvit.models',
     'mmgcvit.models.backbones',
     'mmgcvit.models.backbones.biased_attention',
@@ -53,34 +46,40 @@ IMPORTED_BY_MMGCVIT = [
 ]
 # Modules that are the tools' business, not a config's custom_imports'.
 NOT_AT_IMPORT = ('pycocotools', 'mmgcvit.dataset_tools', 'mmgcvit.engine',
-                 'mmgcvit.cli', 'mmgcvit.analysis')
+                 'mmgcvit.analysis')
 
 LIST_MODULES = ("import mmgcvit, sys; print(sorted(m for m in sys.modules if "
                 "m.startswith(('pycocotools', 'mmgcvit'))))")
 
 # Runs `import mmgcvit` between two looks at mmengine's root registries,
-# then looks our components up through mmdet's and mmseg's registries.
+# then looks our components up through mmdet's and mmseg's registries, and
+# loads one of our configs.
 REGISTRIES = '''
 import json, sys
 import mmcv.cnn, mmengine.runner  # their own registrations, made on import
-from mmengine.registry import HOOKS, LOOPS, OPTIM_WRAPPERS
-roots = dict(HOOKS=HOOKS, LOOPS=LOOPS, OPTIM_WRAPPERS=OPTIM_WRAPPERS)
+from mmengine.registry import HOOKS, LOOPS
+from mmengine.fileio.backends.registry_utils import backends
+roots = dict(HOOKS=HOOKS, LOOPS=LOOPS)
 before = {name: set(r._module_dict) for name, r in roots.items()}
 import mmgcvit
 gained = {name: sorted(set(r._module_dict) - before[name])
           for name, r in roots.items()}
 engine_at_import = 'mmgcvit.engine' in sys.modules
+backend_at_import = 'mmgcvit_atomic' in backends
 import mmdet.registry, mmseg.registry
 resolved = {}
 for library in (mmdet.registry, mmseg.registry):
-    for registry, name in ((library.OPTIM_WRAPPERS, 'CPUAmpOptimWrapper'),
+    for registry, name in ((library.HOOKS, 'AtomicCheckpointHook'),
                            (library.HOOKS, 'RNGStateHook'),
                            (library.LOOPS, 'ResumableEpochBasedTrainLoop')):
         cls = registry.get(f'mmgcvit.{name}')
         resolved[f'{library.__name__}.{registry.name}:{name}'] = (
             None if cls is None else f'{cls.__module__}.{cls.__qualname__}')
+from mmengine.config import Config
+Config.fromfile('configs/segmentation/upernet_gcvit-t_custom-seg.py')
 print(json.dumps(dict(gained=gained, engine_at_import=engine_at_import,
-                      resolved=resolved)))
+                      backend_at_import=backend_at_import, resolved=resolved,
+                      backend=backends.get('mmgcvit_atomic').__name__)))
 '''
 
 
@@ -110,15 +109,20 @@ def fresh_registries():
 
 
 def test_import_registers_nothing_into_mmengine(fresh_registries):
-    assert fresh_registries['gained'] == dict(
-        HOOKS=[], LOOPS=[], OPTIM_WRAPPERS=[])
+    assert fresh_registries['gained'] == dict(HOOKS=[], LOOPS=[])
     assert not fresh_registries['engine_at_import']
+    assert not fresh_registries['backend_at_import']
+
+
+def test_loading_a_config_registers_the_atomic_backend(fresh_registries):
+    assert fresh_registries['backend'] == 'AtomicLocalBackend'
 
 
 def test_engine_components_resolve_through_downstream_registries(
         fresh_registries):
     expected = {
-        'CPUAmpOptimWrapper': 'mmgcvit.engine.amp.CPUAmpOptimWrapper',
+        'AtomicCheckpointHook':
+        'mmgcvit.engine.checkpoint_writes.AtomicCheckpointHook',
         'RNGStateHook': 'mmgcvit.engine.resume.RNGStateHook',
         'ResumableEpochBasedTrainLoop':
         'mmgcvit.engine.resume.ResumableEpochBasedTrainLoop',
@@ -130,59 +134,7 @@ def test_engine_components_resolve_through_downstream_registries(
         assert cls == expected[key.split(':')[1]], key
 
 
-# --- context managers restore what they patch --------------------------------
-
-ATOMIC_WRITES = {'LocalBackend.put', 'LocalBackend.put_text',
-                 'mmengine.hooks.checkpoint_hook.open'}
-SAFE_LOADING = {'CheckpointLoader._schemes',
-                'CheckpointLoader._schemes contents',
-                'mmengine.runner.checkpoint.load_from_local',
-                'mmengine.runner.checkpoint.load_from_http',
-                'mmengine.runner.checkpoint.load_url'}
-GLOO_LAUNCH = {'mmengine.dist.utils._init_dist_pytorch'}
-IMAGE_ERRORS = {'LoadImageFromFile.transform'}
-# run_context only enters cpu_gloo_launch without CUDA.
-DIST_RUN = ATOMIC_WRITES | SAFE_LOADING | IMAGE_ERRORS | (
-    set() if torch.cuda.is_available() else GLOO_LAUNCH)
-
-
-def run_config(work_dir):
-    return Config(dict(work_dir=str(work_dir), launcher='pytorch'))
-
-
-# name: (context manager for a work dir, what it patches inside).
-CONTEXTS = {
-    'run_context': (lambda work_dir: run_context(run_config(work_dir)),
-                    DIST_RUN),
-    'atomic_checkpoint_writes': (lambda _: atomic_checkpoint_writes(),
-                                 ATOMIC_WRITES),
-    'mmcv_ops_in_fp32': (lambda _: mmcv_ops_in_fp32(),
-                         {'NMSop.apply', 'mmcv.ops.roi_align.roi_align'}),
-    'cpu_gloo_launch': (lambda _: cpu_gloo_launch(), GLOO_LAUNCH),
-    'safe_checkpoint_loading': (lambda _: safe_checkpoint_loading(),
-                                SAFE_LOADING),
-    'one_line_image_errors': (
-        lambda work_dir: one_line_image_errors(run_config(work_dir)),
-        IMAGE_ERRORS),
-}
-
-
-class _Raised(Exception):
-    pass
-
-
-@pytest.mark.parametrize('raises', [False, True], ids=['exit', 'raise'])
-@pytest.mark.parametrize('name', list(CONTEXTS))
-def test_context_manager_restores_libraries(name, raises, tmp_path):
-    enter, patches = CONTEXTS[name]
-    before = library_state()
-    expect = pytest.raises(_Raised) if raises else contextlib.nullcontext()
-    with expect:
-        with enter(tmp_path):
-            assert set(library_changes(before)) == patches
-            if raises:
-                raise _Raised
-    assert library_changes(before) == []
+# --- no patches of other libraries ---------------------------------------
 
 
 def _imported_objects(tree, package):
@@ -239,19 +191,41 @@ def library_patch_sites(root, package):
     return sites
 
 
-def test_every_library_patch_is_watched():
-    """Whatever ``mmgcvit`` replaces in another library is among what
-    ``conftest.py`` checks after each test (``helpers.patch_points``)."""
-    sites = library_patch_sites(REPO / 'mmgcvit', 'mmgcvit')
+def test_patch_walk_finds_assignments(tmp_path):
+    """The walker itself, on a module that patches mmengine twice."""
+    (tmp_path / 'pkg').mkdir()
+    (tmp_path / 'pkg' / 'bad.py').write_text(
+        'import mmengine.hooks.checkpoint_hook as hook_module\n'
+        'from mmengine.fileio.backends import LocalBackend\n'
+        'LocalBackend.put = None\n'
+        'del hook_module.open\n')
     from mmengine.fileio.backends import LocalBackend
-    assert any(owner is LocalBackend and attribute == 'put'
-               for owner, attribute, _ in sites), sites
-    watched = [(owner, attribute) for _, owner, attribute in patch_points()]
-    unwatched = [f'{where}: {getattr(owner, "__name__", owner)}.{attribute}'
-                 for owner, attribute, where in sites
-                 if not any(owner is o and attribute == a
-                            for o, a in watched)]
-    assert unwatched == [], 'add them to tests/helpers.py:patch_points'
+    import mmengine.hooks.checkpoint_hook as hook_module
+    sites = library_patch_sites(tmp_path / 'pkg', 'pkg')
+    assert [(owner, attribute) for owner, attribute, _ in sites] == [
+        (LocalBackend, 'put'), (hook_module, 'open')]
+
+
+# Whose objects the rule covers (the tools set sys.argv for the upstream
+# scripts they run).
+LIBRARIES = ('mmengine', 'mmcv', 'mmdet', 'mmseg', 'torch', 'numpy')
+
+
+def _library(owner):
+    module = owner.__name__ if isinstance(owner, type(sys)) else getattr(
+        owner, '__module__', '')
+    return (module or '').split('.')[0]
+
+
+@pytest.mark.parametrize('folder, package', [('mmgcvit', 'mmgcvit'),
+                                             ('tools', 'mmgcvit')])
+def test_no_library_patches(folder, package, monkeypatch):
+    """Everything we add is a component a config selects (issue 24)."""
+    monkeypatch.syspath_prepend(str(REPO / folder))  # the tools' _upstream
+    sites = library_patch_sites(REPO / folder, package)
+    assert [f'{where}: {getattr(owner, "__name__", owner)}.{attribute}'
+            for owner, attribute, where in sites
+            if _library(owner) in LIBRARIES] == []
 
 
 # --- import structure --------------------------------------------------------

@@ -4,16 +4,15 @@ Both inherit through ``mmgcvit::`` (the installed package), not a path
 relative to the checkout. A copy in a temporary folder outside the
 checkout, edited as docs/custom_data.md says (classes, data root, file
 names), loads to the same settings as the template in place and trains a
-few iterations on generated data with our ``tools/train.py`` and with
-mmdet's / mmseg's own ``tools/train.py``, run from that folder.
+few iterations on generated data with mmdet's / mmseg's own
+``tools/train.py`` (what ours runs), from that folder.
 """
 import re
 import sys
 
 import pytest
-import torch
-from helpers import (MMDET_TRAIN, MMSEG_TRAIN, REPO, TRAIN, det_scaled_down,
-                     last_checkpoint, requires_cpu_amp, run, seg_scaled_down)
+from helpers import (MMDET_TRAIN, MMSEG_TRAIN, REPO, det_scaled_down,
+                     last_checkpoint, run, seg_scaled_down)
 from mmengine.config import Config
 
 from mmgcvit.checkpoint import load_checkpoint
@@ -21,7 +20,6 @@ from mmgcvit.dataset_tools import generate_custom_seg
 
 DET_TEMPLATE = REPO / 'configs/detection/mask-rcnn_gcvit-t_fpn_custom-coco.py'
 SEG_TEMPLATE = REPO / 'configs/segmentation/upernet_gcvit-t_custom-seg.py'
-UPSTREAM_TRAIN = dict(det=MMDET_TRAIN, seg=MMSEG_TRAIN)
 # The classes of the generated data (conftest's COCO and generate_custom_seg).
 COCO_CLASSES = ('person', 'bicycle', 'car')
 SEG_CLASSES = ('widget', 'gadget', 'gizmo')
@@ -96,19 +94,12 @@ def trained_heads(work_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('tool', [
-    'ours', pytest.param('upstream', marks=requires_cpu_amp)])
-def test_copied_detection_template_trains(tool, tmp_path, coco_root):
+def test_copied_detection_template_trains(tmp_path, coco_root):
     folder = tmp_path / 'my_project'
     config = det_copy(folder, coco_root)
-    train = TRAIN if tool == 'ours' else UPSTREAM_TRAIN['det']
-    # The template trains in mixed precision: mmdet's own tool needs the
-    # CPU wrapper on a machine without CUDA (ours switches by itself).
-    more = [] if tool == 'ours' or torch.cuda.is_available() else [
-        'optim_wrapper.type=mmgcvit.CPUAmpOptimWrapper']
-    log = run([sys.executable, train, config.name, '--work-dir', 'work',
-               *det_scaled_down(coco_root, 1, 'model.backbone.arch=xxtiny',
-                                *more)], cwd=folder)
+    log = run([sys.executable, MMDET_TRAIN, config.name, '--work-dir', 'work',
+               *det_scaled_down(coco_root, 1, 'model.backbone.arch=xxtiny')],
+              cwd=folder)
     assert re.search(r'Epoch\(train\) *\[1\]\[2/2\]', log), log[-3000:]
     assert 'coco/segm_mAP' in log, log[-3000:]
     # + background; the heads follow the copy's classes.
@@ -118,12 +109,10 @@ def test_copied_detection_template_trains(tool, tmp_path, coco_root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('tool', ['ours', 'upstream'])
-def test_copied_segmentation_template_trains(tool, tmp_path, seg_data):
+def test_copied_segmentation_template_trains(tmp_path, seg_data):
     folder = tmp_path / 'my_project'
     config = seg_copy(folder, seg_data)
-    train = TRAIN if tool == 'ours' else UPSTREAM_TRAIN['seg']
-    log = run([sys.executable, train, config.name, '--work-dir', 'work',
+    log = run([sys.executable, MMSEG_TRAIN, config.name, '--work-dir', 'work',
                *seg_scaled_down(seg_data), 'model.backbone.arch=xxtiny'],
               cwd=folder)
     assert 'mIoU' in log, log[-3000:]
