@@ -568,3 +568,24 @@ def test_prefix_without_dot_is_accepted(tmp_path):
     loaded.init_weights()
     assert all(torch.equal(v, model.state_dict()[k])
                for k, v in loaded.state_dict().items())
+
+
+@pytest.mark.parametrize('kwargs,fix', [
+    (dict(window_size=0), 'window_size=24'),
+    (dict(window_size=7.5), 'window_size=24'),
+    (dict(window_size=(7, 7)), 'one per stage'),
+    (dict(pretrain_img_size=0), 'pretrain_img_size=224'),
+    (dict(pretrain_img_size=100), 'multiple of 32'),
+    (dict(drop_path_rate=1.5), r'\[0, 1\)'),
+    (dict(attn_drop_rate=-0.1), r'\[0, 1\)'),
+    (dict(mlp_ratio=0), 'mlp_ratio=3'),
+    (dict(out_indices=2), r'\(2,\)'),
+    (dict(out_indices=(0, 4)), 'in 0..3'),
+    (dict(frozen_stages=5), '-1..4'),
+    (dict(norm_cfg=dict(type='BN')), "dict\\(type='LN'\\)"),
+    (dict(arch=dict(TINY, embed_dims=0)), 'embed_dims=64'),
+])
+def test_invalid_arguments_name_the_fix(kwargs, fix):
+    kwargs.setdefault('arch', 'xxtiny')
+    with pytest.raises((ValueError, TypeError), match=fix):
+        GCViT(**kwargs)
