@@ -99,9 +99,10 @@ def build_without_pretrained(cfg, registry):
     return registry.build(model_cfg)
 
 
-def random_checkpoint(config, path):
+def random_checkpoint(config, path, **dataset_meta):
     """``config``'s model, freshly initialised, saved at ``path`` with its
-    classes as a runner saves them; returns ``path``."""
+    classes (and ``dataset_meta``) as a runner saves them; returns
+    ``path``."""
     from mmengine.registry import MODELS
     cfg = Config.fromfile(config)
     import_modules_from_strings(**cfg.custom_imports)
@@ -109,7 +110,8 @@ def random_checkpoint(config, path):
     model = MODELS.build(cfg.model)
     model.init_weights()
     torch.save({'state_dict': model.state_dict(),
-                'meta': {'dataset_meta': dict(cfg.metainfo)}}, path)
+                'meta': {'dataset_meta': dict(cfg.metainfo, **dataset_meta)}},
+               path)
     return path
 
 
