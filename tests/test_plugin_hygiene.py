@@ -362,3 +362,25 @@ def test_no_test_module_imports_another():
             offenders += [f'{path.name} imports {name}' for name in names
                           if name.split('.')[0] in test_modules]
     assert offenders == []
+
+
+# --- what the configs select ------------------------------------------------
+
+@pytest.mark.parametrize(
+    'config', sorted(str(p.relative_to(REPO))
+                     for p in (REPO / 'configs').glob('*/*.py')))
+def test_every_config_selects_our_components(config):
+    """What any tool then gets (README, "What our configs add")."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(REPO / config, import_custom_modules=False)
+    assert cfg.custom_imports.imports == ['mmgcvit', 'mmgcvit.engine']
+    assert cfg.train_cfg.type in ('mmgcvit.ResumableEpochBasedTrainLoop',
+                                  'mmgcvit.ResumableIterBasedTrainLoop')
+    assert cfg.test_cfg.type == 'mmgcvit.PreflightTestLoop'
+    assert cfg.default_hooks.checkpoint.type == 'mmgcvit.AtomicCheckpointHook'
+    assert cfg.default_hooks.checkpoint.backend_args == dict(
+        backend='mmgcvit_atomic')
+    assert [h['type'] for h in cfg.custom_hooks] == [
+        'mmgcvit.RNGStateHook', 'mmgcvit.PlainCheckpointHook',
+        'mmgcvit.LoadReportHook', 'mmgcvit.TestMetricsHook']
+    assert cfg.optim_wrapper.type == 'OptimWrapper'

@@ -1,6 +1,6 @@
 """ADE20K UPerNet configs: every one loads and builds through its own
 ``custom_imports``; the T/S/B segmentors have the paper's sizes; the recipe
-is Swin's (optimizer, decay exclusions, schedule, AMP, SyncBN, batch, TTA).
+is Swin's (optimizer, decay exclusions, schedule, fp32, SyncBN, batch, TTA).
 """
 from pathlib import Path
 
@@ -103,17 +103,14 @@ def test_recipe(tiny_cfg):
     assert cfg.train_dataloader.batch_size == 2
     assert cfg.train_cfg.max_iters == 160000
     wrapper = cfg.optim_wrapper
-    assert wrapper.type == 'AmpOptimWrapper'
+    assert wrapper.type == 'OptimWrapper'  # --amp on GPUs
     assert wrapper.optimizer == dict(type='AdamW', lr=BASE_LR,
                                      betas=(0.9, 0.999), weight_decay=0.01)
 
 
 def test_no_weight_decay_on_bias_tables_and_norms(tiny_cfg):
-    # The AMP wrapper needs an accelerator; the parameter groups come from
-    # the same paramwise constructor with a plain wrapper.
     model = build(load(CONFIG_DIR / NAME.format('xxt')))
-    optim_cfg = dict(tiny_cfg.optim_wrapper, type='OptimWrapper')
-    optimizer = build_optim_wrapper(model, optim_cfg).optimizer
+    optimizer = build_optim_wrapper(model, tiny_cfg.optim_wrapper).optimizer
     decay = {id(p): g['weight_decay'] for g in optimizer.param_groups
              for p in g['params']}
     kinds = {'table': set(), 'norm': set(), 'other': set()}
