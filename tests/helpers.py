@@ -125,9 +125,10 @@ def run_tool(args, cwd, timeout=900):
     return result.returncode, result.stdout + result.stderr
 
 
-def run(cmd, cwd, timeout=600):
-    """Run a tool, failing the test with its output when it fails."""
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
+def run(cmd, cwd, timeout=600, env=None):
+    """Run a tool (in ``env``, default this process's environment), failing
+    the test with its output when it fails."""
+    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED='1')
     result = subprocess.run([str(c) for c in cmd],
                             cwd=cwd,
                             env=env,

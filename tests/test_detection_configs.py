@@ -73,7 +73,7 @@ def test_expected_configs_exist():
 def test_config_builds(path):
     cfg = load(path.name)
     assert cfg.default_scope == 'mmdet'
-    assert cfg.custom_imports == dict(imports=['mmgcvit'],
+    assert cfg.custom_imports == dict(imports=['mmgcvit', 'mmgcvit.engine'],
                                       allow_failed_imports=False)
     model = build(cfg)
     assert type(model.backbone).__name__ == 'GCViT'

@@ -5,8 +5,8 @@ repo") are written to a folder outside the repository and must load with
 ``_base_ = 'mmgcvit::...'``: here from the editable install of this
 checkout, and in ``test_wheel_*`` from a wheel installed into a fresh
 virtualenv, where they train for a few iterations on generated data with
-the ``tools/train.py`` shipped in the wheel and with mmdet's / mmseg's own
-upstream ``tools/train.py``.
+the ``tools/train.py`` shipped in the wheel (the detector) and with mmseg's
+own ``tools/train.py`` (the segmentor).
 """
 import json
 import os
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import timm
-from helpers import (MMDET_TRAIN, MMSEG_TRAIN, det_scaled_down,
-                     last_checkpoint, requires_cpu_amp, seg_scaled_down)
+from helpers import (MMSEG_TRAIN, det_scaled_down, last_checkpoint, run,
+                     seg_scaled_down)
 from mmengine.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +113,8 @@ def check_downstream(out, coco_root, ade20k_root):
     for cfg, root, classes in ((det, f'{coco_root}/', COCO_CLASSES),
                                (dino, f'{coco_root}/', COCO_CLASSES),
                                (seg, ade20k_root, ['sky', 'floor', 'tree'])):
-        assert cfg['custom_imports']['imports'] == ['mmgcvit']
+        assert cfg['custom_imports']['imports'] == [
+            'mmgcvit', 'mmgcvit.engine']
         for split in ('train', 'val', 'test'):
             dataset = cfg[f'{split}_dataloader']['dataset']
             assert dataset['data_root'] == root
@@ -228,14 +229,6 @@ def venv_env():
     return dict(env, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
 
 
-def run(cmd, cwd, env):
-    result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f'{cmd} failed:\n{output[-6000:]}'
-    return output
-
-
 @pytest.mark.slow
 def test_wheel_ships_configs_tools_and_hook(fresh_venv):
     names = set(zipfile.ZipFile(fresh_venv['wheel']).namelist())
@@ -246,6 +239,7 @@ def test_wheel_ships_configs_tools_and_hook(fresh_venv):
                  'mmgcvit/.mim/configs/detection/'
                  'mask-rcnn_gcvit-t_fpn_1x_coco.py',
                  'mmgcvit/.mim/tools/train.py',
+                 'mmgcvit/.mim/tools/_upstream.py',
                  'mmgcvit/.mim/tools/dist_train.sh'):
         assert name in names, name
 
@@ -274,35 +268,25 @@ def test_wheel_configs_load_from_installed_package(downstream, fresh_venv,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('tool', [
-    'ours',
-    pytest.param('mmdet', marks=requires_cpu_amp)
-])
-def test_wheel_trains_downstream_detector(tool, downstream, fresh_venv,
-                                          venv_env, coco_root, tmp_path):
+def test_wheel_trains_downstream_detector(downstream, fresh_venv, venv_env,
+                                          coco_root, tmp_path):
     folder, _ = downstream
-    if tool == 'ours':
-        train, more = fresh_venv['site'] / 'mmgcvit/.mim/tools/train.py', []
-    else:
-        # mmdet's tool builds AmpOptimWrapper as is, which needs a GPU.
-        train, more = MMDET_TRAIN, ['optim_wrapper.type=mmgcvit.CPUAmpOptimWrapper']
+    train = fresh_venv['site'] / 'mmgcvit/.mim/tools/train.py'
     work_dir = tmp_path / 'work'
     log = run([fresh_venv['python'], train, DET, '--work-dir', work_dir,
-               *det_scaled_down(coco_root, 1, *more)], folder, venv_env)
+               *det_scaled_down(coco_root)], folder, env=venv_env)
     assert re.search(r'Epoch\(train\) *\[1\]\[2/2\]', log), log[-3000:]
     assert 'coco/segm_mAP' in log, log[-3000:]
     assert last_checkpoint(work_dir) == work_dir / 'epoch_1.pth'
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('tool', ['ours', 'mmseg'])
-def test_wheel_trains_downstream_segmentor(tool, downstream, fresh_venv,
-                                           venv_env, ade20k_root, tmp_path):
+def test_wheel_trains_downstream_segmentor(downstream, fresh_venv, venv_env,
+                                           ade20k_root, tmp_path):
     folder, _ = downstream
-    train = (fresh_venv['site'] / 'mmgcvit/.mim/tools/train.py'
-             if tool == 'ours' else MMSEG_TRAIN)
     work_dir = tmp_path / 'work'
-    log = run([fresh_venv['python'], train, SEG, '--work-dir', work_dir,
-               *seg_scaled_down(ade20k_root)], folder, venv_env)
+    log = run([fresh_venv['python'], MMSEG_TRAIN, SEG, '--work-dir',
+               work_dir, *seg_scaled_down(ade20k_root)], folder,
+              env=venv_env)
     assert 'mIoU' in log, log[-3000:]
     assert last_checkpoint(work_dir).name.startswith('iter_')

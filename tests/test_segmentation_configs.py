@@ -86,7 +86,7 @@ def tiny_cfg():
 
 def test_recipe(tiny_cfg):
     cfg = tiny_cfg
-    assert cfg.custom_imports == dict(imports=['mmgcvit'],
+    assert cfg.custom_imports == dict(imports=['mmgcvit', 'mmgcvit.engine'],
                                       allow_failed_imports=False)
     assert cfg.default_scope == 'mmseg'
     assert cfg.model.type == 'EncoderDecoder'
