@@ -2,6 +2,7 @@
 registered under the ``mmgcvit`` scope (``type='mmgcvit.<Name>'``), and the
 atomic file backend ``'mmgcvit_atomic'``. Importing this package registers
 them; the configs import it (``custom_imports``), so every tool gets them."""
+from .checkpoint_contents import PlainCheckpointHook
 from .checkpoint_writes import AtomicCheckpointHook, AtomicLocalBackend
 from .errors import (ONE_LINE_ERRORS, EvaluationError, PreflightError,
                      one_line_errors)
@@ -15,7 +16,7 @@ from .resume import (ResumableEpochBasedTrainLoop,
 __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend', 'ONE_LINE_ERRORS',
     'EvaluationError', 'PreflightError', 'one_line_errors', 'LoadReportHook',
-    'check_weights_fit', 'TestMetricsHook',
+    'check_weights_fit', 'PlainCheckpointHook', 'TestMetricsHook',
     'PlainDictOptimWrapperConstructor', 'PreflightTestLoop',
     'ResumableEpochBasedTrainLoop', 'ResumableIterBasedTrainLoop',
     'RNGStateHook'
