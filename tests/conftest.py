@@ -37,7 +37,7 @@ def ade20k_root(tmp_path_factory):
 
 @pytest.fixture(scope='session', autouse=True)
 def unpatched_libraries():
-    """The objects our tools patch in mmengine / mmcv (and torch's
+    """The library objects tests might leave patched (and torch's
     ``weights_only`` allow-list), as the session found them."""
     return UNPATCHED
 

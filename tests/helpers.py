@@ -38,12 +38,6 @@ MMDET_TRAIN, MMSEG_TRAIN, MMDET_TEST = (
 
 # --- skips and devices -------------------------------------------------------
 
-# CPUAmpOptimWrapper needs torch >= 2.4 (test_cpu_amp_needs_recent_torch
-# checks the error older ones get).
-requires_cpu_amp = pytest.mark.skipif(
-    not has_cpu_amp(),
-    reason=f'torch {torch.__version__} has no CPU fp16 autocast / GradScaler')
-
 # torch.load's default became weights_only=True in 2.6; before, it unpickles
 # anything, so there is nothing to refuse and no allow-list is needed.
 requires_weights_only_default = pytest.mark.skipif(
@@ -383,17 +377,16 @@ class ReleaseServer:
         self.httpd.server_close()
 
 
-# --- what our tools patch in mmengine / mmcv ---------------------------------
+# --- library objects a test might leave patched -----------------------------
 
 _ABSENT = '<not set>'
 
 
 def patch_points():
-    """(name, owner, attribute) of every library object that mmgcvit's
-    context managers replace for a run (``owner.__dict__[attribute]``, so
-    an attribute that is normally inherited or absent reads as absent)."""
-    from mmcv.ops.nms import NMSop
-    roi_align_module = importlib.import_module('mmcv.ops.roi_align')
+    """(name, owner, attribute) of the library objects that tests patch (in
+    their own process, restoring them) or that mmgcvit used to patch
+    (``owner.__dict__[attribute]``, so an attribute that is normally
+    inherited or absent reads as absent)."""
     return [
         ('LocalBackend.put', LocalBackend, 'put'),
         ('LocalBackend.put_text', LocalBackend, 'put_text'),
@@ -405,16 +398,14 @@ def patch_points():
          '_schemes'),
         *[(f'mmengine.runner.checkpoint.{name}', mmengine_checkpoint, name)
           for name in ('load_from_local', 'load_from_http', 'load_url')],
-        ('NMSop.apply', NMSop, 'apply'),
-        ('mmcv.ops.roi_align.roi_align', roi_align_module, 'roi_align'),
         ('LoadImageFromFile.transform', LoadImageFromFile, 'transform'),
         ('sys.excepthook', sys, 'excepthook'),
     ]
 
 
 def library_state():
-    """The objects our tools patch, by name, and the contents of the
-    registries they extend (compared by ``library_changes``)."""
+    """The objects of ``patch_points``, by name, and the contents of the
+    registries we extend (compared by ``library_changes``)."""
     state = {name: vars(owner).get(attribute, _ABSENT)
              for name, owner, attribute in patch_points()}
     state['CheckpointLoader._schemes contents'] = dict(
