@@ -4,10 +4,11 @@ For each task a short run of the standard config (COCO Mask R-CNN with 80
 classes, ADE20K UPerNet with 150) gives a checkpoint; generated data with 3
 classes that are neither COCO's nor ADE20K's is laid out as the custom
 configs expect; a copy of each custom config edited as a user would (class
-names, palette, data root) fine-tunes from that checkpoint (``load_from``) and evaluates with ``tools/test.py``:
-the log names the classifier weights that were skipped, and the per-class
-results list exactly the 3 class names. Every run is scaled down by
-``--cfg-options`` only (XXT backbone, 128-pixel images, a few iterations).
+names, palette, data root) fine-tunes from that checkpoint (``load_from``)
+and evaluates with ``tools/test.py``: the log names the classifier weights
+that were skipped, and the per-class results list exactly the 3 class
+names. Every run is scaled down by ``--cfg-options`` only (XXT backbone,
+128-pixel images, a few iterations).
 """
 import re
 from pathlib import Path

@@ -125,7 +125,8 @@ def test_no_decay_on_position_tables_and_norms():
     decay = {id(p): g['weight_decay']
              for g in wrapper.optimizer.param_groups for p in g['params']}
     backbone = dict(model.backbone.named_parameters())
-    tables = [n for n in backbone if n.endswith('relative_position_bias_table')]
+    tables = [n for n in backbone
+              if n.endswith('relative_position_bias_table')]
     # One table per block: XXT has 2 + 2 + 6 + 2 blocks.
     assert len(tables) == 12
     norms = [f'{m}.{p}' for m, module in model.backbone.named_modules()

@@ -8,11 +8,8 @@ import sys
 
 import cv2
 import pytest
-import torch
-from helpers import REPO, TOOLS, run
+from helpers import REPO, TOOLS, random_checkpoint, run
 from mmengine.config import Config
-from mmengine.registry import MODELS, init_default_scope
-from mmengine.utils import import_modules_from_strings
 
 from mmgcvit.dataset_tools import generate_ade20k
 
@@ -20,18 +17,6 @@ TEST = TOOLS / 'test.py'
 SEG_DEMO = (REPO / 'configs/segmentation/'
             'upernet_gcvit-xxt_demo-ade20k-128x128.py')
 NUM_IMAGES = 2
-
-
-def random_checkpoint(config, path):
-    """The config's model, freshly initialised, saved as a checkpoint."""
-    cfg = Config.fromfile(config)
-    import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope(cfg.default_scope)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    torch.save({'state_dict': model.state_dict(),
-                'meta': {'dataset_meta': dict(cfg.metainfo)}}, path)
-    return path
 
 
 @pytest.fixture(scope='module')

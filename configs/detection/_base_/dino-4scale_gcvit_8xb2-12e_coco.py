@@ -14,14 +14,14 @@ model = dict(
     neck=dict(in_channels=[128, 256, 512]))
 
 # DINO's optimiser (AdamW lr 1e-4, weight decay 1e-4, backbone lr x0.1,
-# gradient L2 norm clipped at 0.1; fp32, `--amp` for mixed precision on
-# GPUs), and, as the GC ViT recipe has it, no weight decay on the backbone's
-# relative-position tables and norms. mmengine applies only the longest custom key found in a
-# parameter's name, so those keys (longer than 'backbone') carry the backbone
-# lr multiplier too; GC ViT's LayerNorms are its norm0..norm3 modules
-# (DINO's own are `norms.<i>`, `norm` and `memory_trans_norm`: they keep
-# DINO's decay). mmcv's deformable attention kernel takes fp16 (AMP's
-# default dtype), not bf16.
+# gradient L2 norm clipped at 0.1; fp32, `--amp` for mixed precision on GPUs),
+# and, as the GC ViT recipe has it, no weight decay on the backbone's relative-
+# position tables and norms. mmengine applies only the longest custom key found
+# in a parameter's name, so those keys (longer than 'backbone') carry the
+# backbone lr multiplier too; GC ViT's LayerNorms are its norm0..norm3 modules
+# (DINO's own are `norms.<i>`, `norm` and `memory_trans_norm`: they keep DINO's
+# decay). mmcv's deformable attention kernel takes fp16 (AMP's default dtype),
+# not bf16.
 backbone_no_decay = dict(lr_mult=0.1, decay_mult=0.)
 optim_wrapper = dict(
     # Plain-dict param groups: compile=True can trace the optimizer step.
