@@ -56,11 +56,6 @@ def test_param_count_matches_timm(arch, timm_name):
         table_params(model24) - table_params(model)
 
 
-def test_tiny_param_counts_as_published():
-    assert n_params(GCViT(arch='tiny')) == 27_709_870
-    assert n_params(GCViT(arch='tiny', window_size=24)) == 28_142_910
-
-
 @pytest.mark.parametrize('alias,name', [
     ('XXT', 'xxtiny'), ('xx-tiny', 'xxtiny'), ('xx_tiny', 'xxtiny'),
     ('T', 'tiny'), ('Small', 'small'), ('s2', 'small2'), ('L-384', 'large-384')
@@ -91,7 +86,7 @@ def test_global_query_chain_follows_pretraining_geometry(
 
 
 @pytest.mark.parametrize('kwargs,message', [
-    (dict(arch='huge'), "use one of"),
+    (dict(arch='huge'), r"use one of \['base', 'large', 'large-384', "),
     (dict(arch=dict(TINY, num_heads=(1, 2, 2))), 'num_heads'),
     (dict(arch=dict(TINY, num_heads=(3, 2, 2, 4))), 'not divisible'),
     (dict(arch=dict(TINY, depth=(2, 2, 2, 2))), 'unknown keys'),
@@ -105,13 +100,6 @@ def test_global_query_chain_follows_pretraining_geometry(
 def test_bad_config_raises_naming_the_problem(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GCViT(**kwargs)
-
-
-def test_unknown_arch_lists_valid_names():
-    with pytest.raises(ValueError) as info:
-        GCViT(arch='medium')
-    for name in ARCH_SETTINGS:
-        assert name in str(info.value)
 
 
 @pytest.mark.parametrize('shape', [(1, 3, 31, 64), (2, 3, 64), (1, 4, 64, 64)])
@@ -143,15 +131,6 @@ def test_dense_shapes_and_per_image_global_queries(size):
     for o, s in zip(outs, single):
         assert o.shape[0] == 2
         assert torch.allclose(o[1:], s, atol=1e-5, rtol=1e-4)
-
-
-def test_real_arch_dense_odd_size():
-    model = GCViT(arch='xxtiny', window_size=24, out_indices=(1, 3)).eval()
-    with torch.no_grad():
-        outs = model(torch.randn(1, 3, 333, 517))
-    sizes = expected_sizes(333, 517)
-    assert [tuple(o.shape) for o in outs] == [(1, 128, *sizes[1]),
-                                              (1, 512, *sizes[3])]
 
 
 def test_gradients_reach_every_parameter():
@@ -485,13 +464,6 @@ def test_relative_position_index_not_in_state_dict():
     assert 'levels.0.q_global_gen.to_q_global.2.conv.3.weight' in keys
 
 
-@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
-def test_registries_build(scope):
-    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
-    model = registry.build(dict(type='GCViT', arch='xxtiny'))
-    assert isinstance(model, GCViT)
-
-
 def test_default_init_is_official_scheme():
     model = GCViT(arch=TINY)
     model.init_weights()
@@ -504,18 +476,19 @@ def test_default_init_is_official_scheme():
 
 
 def test_feature_info_describes_the_outputs():
-    """Channels and strides as the outputs have them, and as timm describes
-    the same stages of its GC ViT."""
+    """Channels and strides as the outputs of a real arch have them at an
+    odd size, and as timm describes the same stages of its GC ViT."""
     timm_info = timm.create_model('gcvit_xxtiny', pretrained=False,
                                   features_only=True).feature_info
-    model = GCViT(arch='xxtiny', out_indices=(1, 3)).eval()
+    model = GCViT(arch='xxtiny', window_size=24, out_indices=(1, 3)).eval()
     with torch.no_grad():
-        outs = model(torch.randn(1, 3, 96, 160))
+        outs = model(torch.randn(1, 3, 333, 517))
     assert [info['module'] for info in model.feature_info] == ['norm1',
                                                                'norm3']
     for info, out, i in zip(model.feature_info, outs, (1, 3)):
-        assert out.shape[1:] == (info['num_chs'], 96 // info['reduction'],
-                                 160 // info['reduction'])
+        assert out.shape == (1, info['num_chs'],
+                             math.ceil(333 / info['reduction']),
+                             math.ceil(517 / info['reduction']))
         assert (info['num_chs'], info['reduction']) == (
             timm_info.channels()[i], timm_info.reduction()[i])
 

@@ -5,25 +5,17 @@
 
 Generates a small learnable dataset in the stock COCO / ADE20K format
 (reused on later runs), trains the demo config from scratch with
-``tools/train.py`` and evaluates the last checkpoint with ``tools/test.py``
-(both streamed), then prints the metrics and the time taken. Everything goes
-under ``--work-dir``:
-
-- ``data/``: the generated dataset;
-- ``train/``: checkpoints and training logs (``<timestamp>/vis_data/
-  scalars.json`` holds the losses and validation metrics);
-- ``test/<timestamp>/``: test log, ``metrics.json`` and the prediction
-  pictures ``vis_data/vis_image/*.png`` (boxes and masks, or colour masks,
-  drawn by the mmdet / mmseg visualizer on the validation images);
-- ``curves.png``: training loss and validation metric curves
-  (``tools/analysis_tools/plot_curves.py``);
-- ``demo.json``: metrics, times and the paths above.
+``tools/train.py``, evaluates the last checkpoint with ``tools/test.py``
+and prints the metrics and times. Under ``--work-dir``: ``data/``,
+``train/`` (checkpoints, logs), ``test/<timestamp>/`` (``metrics.json``,
+prediction pictures in ``vis_data/vis_image/``), ``curves.png`` and
+``demo.json`` (metrics, times, paths).
 """
 import argparse
+import glob
 import json
 import os
 import os.path as osp
-import re
 import subprocess
 import sys
 import time
@@ -83,20 +75,13 @@ def data_options(task, data_root):
     return options
 
 
-def run_streamed(cmd):
-    """Run a tool, echoing its output line by line; return the output."""
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
-    lines = []
-    with subprocess.Popen([str(c) for c in cmd], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, bufsize=1) as proc:
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            lines.append(line)
-    if proc.returncode:
-        raise SystemExit(f'{cmd[1]} failed (exit code {proc.returncode}); '
-                         'its output is above.')
-    return ''.join(lines)
+def run(*cmd):
+    """Run a tool, its output streamed to ours."""
+    code = subprocess.call([sys.executable, *map(str, cmd)],
+                           env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    if code:
+        raise SystemExit(f'{cmd[0]} failed (exit code {code}); its output '
+                         'is above.')
 
 
 def main():
@@ -115,27 +100,27 @@ def main():
     generated = time.perf_counter()
 
     train_dir = osp.join(work_dir, 'train')
-    run_streamed([sys.executable, REPO / 'tools/train.py', config,
-                  '--work-dir', train_dir, *options])
+    run(REPO / 'tools/train.py', config, '--work-dir', train_dir, *options)
     checkpoint = find_latest_checkpoint(train_dir)
     trained = time.perf_counter()
 
     # Draw every test image through the visualizer's PNG backend.
     draw = ['default_hooks.visualization.draw=True',
             'default_hooks.visualization.interval=1']
-    test_out = run_streamed([
-        sys.executable, REPO / 'tools/test.py', config, checkpoint,
-        '--work-dir', osp.join(work_dir, 'test'), *options, *draw])
+    test_dir = osp.join(work_dir, 'test')
+    run(REPO / 'tools/test.py', config, checkpoint, '--work-dir', test_dir,
+        *options, *draw)
     tested = time.perf_counter()
-    metrics_path = re.findall(r'metrics saved to (.+)', test_out)[-1]
+    # This run's log folder is the newest (mmgcvit.TestMetricsHook's file).
+    metrics_path = max(glob.glob(osp.join(test_dir, '*', 'metrics.json')),
+                       key=osp.getmtime)
     with open(metrics_path) as f:
         metrics = json.load(f)
     pictures = osp.join(osp.dirname(metrics_path), 'vis_data', 'vis_image')
 
     curves = osp.join(work_dir, 'curves.png')
-    run_streamed([
-        sys.executable, REPO / 'tools/analysis_tools/plot_curves.py',
-        train_dir, '--out', curves, '--metrics', *task['metrics']])
+    run(REPO / 'tools/analysis_tools/plot_curves.py', train_dir, '--out',
+        curves, '--metrics', *task['metrics'])
     end = time.perf_counter()
 
     times = dict(data=generated - start, train=trained - generated,

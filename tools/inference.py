@@ -4,22 +4,12 @@
         [--device cpu] [--score-thr 0.3] [--max-pixels N] \\
         [--allow-partial-checkpoint] [--cfg-options KEY=VALUE ...]
 
-A thin front to mmdet's ``DetInferencer`` and mmseg's ``MMSegInferencer``
-(the config's ``default_scope`` picks one). CHECKPOINT (a local file or an
-http(s) URL) is read through mmengine's ``CheckpointLoader``, which
-``import mmgcvit`` points at mmgcvit's safe loader, and must fit the model
-(:func:`mmgcvit.engine.check_weights_fit`) unless
-``--allow-partial-checkpoint``. INPUT is an image or a folder of images
-(not searched recursively); every image is checked before the model is
-built: its header first (images above ``--max-pixels`` are refused before
-they are decoded), then a full decode. Writes
-
-- ``DIR/vis/<image name>``: the image with the predictions painted on it;
-- detection: ``DIR/preds/<image stem>.json``, mmdet's prediction dict
-  (``labels``, ``scores``, ``bboxes`` as x1, y1, x2, y2 in pixels of the
-  input image, ``masks`` as COCO RLE);
-- segmentation: ``DIR/pred/<image stem>.png``, the predicted class index of
-  every pixel (0 .. number of classes - 1).
+mmdet's ``DetInferencer`` or mmseg's ``MMSegInferencer`` (the config's
+``default_scope`` picks), whose checkpoint (file or http(s) URL) must fit
+the model. Every image is checked first, its size from the header before
+decoding. Writes ``DIR/vis/<image>`` (painted) and, per image, mmdet's
+prediction dict ``DIR/preds/<stem>.json`` or the class map
+``DIR/pred/<stem>.png`` (docs/inference.md).
 """
 import argparse
 import os
@@ -33,8 +23,7 @@ from mmgcvit.engine import PreflightError, check_weights_fit, one_line_errors
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 DEFAULT_SCORE_THR = 0.3
-# 50 megapixels: what cameras take; the pipeline and the painting hold
-# several copies of an image, some in float.
+# What cameras take; the pipeline and the painting hold several copies.
 DEFAULT_MAX_PIXELS = 50_000_000
 
 
