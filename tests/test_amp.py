@@ -9,14 +9,15 @@ from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.runner.amp import autocast
-from helpers import (DEVICES, TINY, build_without_pretrained, rel_err,
+from helpers import (DEVICES, REPO, TINY, TRAIN, assert_one_line_error,
+                     build_without_pretrained, rel_err, run_tool,
                      skip_without_autocast, with_custom_imports)
 
 from mmgcvit.models import GCViT
 from mmgcvit.models.backbones.window_attention import LocalWindowAttention
 from mmgcvit.utils import torch_compat
 
-XXT = 'configs/detection/mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
+XXT = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
 
 
 def small_detector(device):
@@ -56,6 +57,13 @@ def test_detector_features_follow_mmengine_autocast():
                                        enabled=enabled):
             seen, _ = dtypes_seen(model, lambda: model.extract_feat(x))
         assert seen and set(seen) == {expected}, (enabled, seen)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only machines')
+def test_amp_flag_on_a_cpu_is_one_line(tmp_path):
+    rc, output = run_tool([TRAIN, XXT, '--amp'], cwd=tmp_path)
+    assert_one_line_error(rc, output, '--amp', 'needs a GPU',
+                          'train without --amp')
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
