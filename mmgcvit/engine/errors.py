@@ -10,11 +10,16 @@ class PreflightError(FileNotFoundError):
     """A file the config or command line names does not exist."""
 
 
+class DataError(ValueError):
+    """Data the dataset class cannot load."""
+
+
 class EvaluationError(RuntimeError):
     """An evaluation produced nothing to report."""
 
 
-ONE_LINE_ERRORS = (CheckpointError, PreflightError, EvaluationError)
+ONE_LINE_ERRORS = (CheckpointError, PreflightError, DataError,
+                   EvaluationError)
 
 
 @contextmanager

@@ -56,6 +56,20 @@ def check_data(cfg, split):
             _require(evaluator['ann_file'], f'{key}.ann_file')
 
 
+def unloadable_data(cfg, split, error):
+    """One line for an error that building ``split``'s dataloader raised:
+    the error, the annotation files, the checker's command."""
+    files = [osp.join(ds_cfg.get('data_root') or '', ds_cfg['ann_file'])
+             for ds_split, ds_cfg, _ in split_dataset_cfgs(cfg)
+             if ds_split == split and ds_cfg.get('ann_file')]
+    text = (str(error).strip().splitlines() or [''])[0][:200]
+    return (f'the {split} data ({", ".join(files) or "its dataset"}) cannot '
+            f'be loaded ({type(error).__name__}: {text}): fix it, and find '
+            'every problem with: python tools/misc/check_dataset.py '
+            f'{cfg.filename or "CONFIG"}' +
+            ('' if split == 'train' else f' --split {split}'))
+
+
 def _pretrained_checkpoints(node, key):
     """``(key of the path, key that disables the loading, path)`` of every
     pre-trained checkpoint the model's ``init_cfg`` (or mmseg's

@@ -43,7 +43,8 @@ from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
 from mmgcvit.registry import HOOKS, LOOPS
-from .preflight import check_training_files
+from .errors import DataError
+from .preflight import check_training_files, unloadable_data
 
 RNG_STATE_KEY = 'rng_state'
 
@@ -106,10 +107,20 @@ class RNGStateHook(Hook):
 
 
 class _ResumeRNGMixin:
-    """Restores the resumed generator states once, at the point the loop
-    picks: right before the first batch trained after a resume is loaded."""
+    """Checks the files training needs before the dataloader is built (and
+    names data the dataset class cannot load in one line); restores the
+    resumed generator states once, at the point the loop picks: right before
+    the first batch trained after a resume is loaded."""
 
     _rng_pending = True
+
+    def __init__(self, runner, dataloader, *args, **kwargs):
+        check_training_files(runner)
+        try:
+            super().__init__(runner, dataloader, *args, **kwargs)
+        except Exception as error:  # whatever the data makes the class raise
+            raise DataError(unloadable_data(runner.cfg, 'train', error)) \
+                from None
 
     def _restore_rng_once(self):
         if not self._rng_pending:
@@ -155,7 +166,6 @@ class ResumableIterBasedTrainLoop(_ResumeRNGMixin, IterBasedTrainLoop):
     resume) that continues the generators from the checkpoint."""
 
     def __init__(self, runner, dataloader, *args, **kwargs):
-        check_training_files(runner)
         super().__init__(runner, dataloader, *args, **kwargs)
         self.dataloader_iterator = _RestoreRNGBeforeFetch(
             self.dataloader_iterator, self)
@@ -166,10 +176,6 @@ class ResumableEpochBasedTrainLoop(_ResumeRNGMixin, EpochBasedTrainLoop):
     """``EpochBasedTrainLoop`` that resumes inside an epoch: it replays the
     batches of the interrupted epoch that were trained before the checkpoint
     and continues the generators from the checkpoint."""
-
-    def __init__(self, runner, dataloader, *args, **kwargs):
-        check_training_files(runner)
-        super().__init__(runner, dataloader, *args, **kwargs)
 
     def run_epoch(self):
         self.runner.call_hook('before_train_epoch')
