@@ -144,7 +144,9 @@ class _WindowAttention(nn.Module):
         """Attention over the map zero-padded to whole windows, cropped."""
         B, H, W, C = x.shape
         w = self.window_size
-        grid = (-(-H // w), -(-W // w))
+        # Ceil division on non-negative operands: ONNX's integer Div
+        # truncates, so -(-H // w) would export as a floor.
+        grid = ((H + w - 1) // w, (W + w - 1) // w)
         x = F.pad(x, (0, 0, 0, grid[1] * w - W, 0, grid[0] * w - H))
         q, k, v = self._qkv(_to_windows(x, grid, w, w), q_global, w, w)
         out = self._attend(q, k, v, self.relative_position_bias())
@@ -238,7 +240,10 @@ def _from_windows(out, grid, rows, cols):
 def _is_static(size):
     """Whether ``size`` is a plain int, not the symbolic size of a graph
     compiled for dynamic shapes (which tracing shows as an int too): its
-    parity is known without adding a guard on it."""
+    parity is known without adding a guard on it. Sizes traced by
+    ``torch.jit.trace`` (ONNX's TorchScript exporter) are tensors: dynamic."""
+    if isinstance(size, torch.Tensor):
+        return False
     return _statically_known_true(size % 2 == 0) or _statically_known_true(
         size % 2 == 1)
 
