@@ -90,6 +90,7 @@ setup(
     py_modules=[CONFIG_HOOK],
     cmdclass={'build_py': BuildPyWithMim},
     install_requires=read_requirements('runtime'),
-    extras_require={'tests': read_requirements('tests')},
+    extras_require={
+        name: read_requirements(name) for name in ('tests', 'deploy')},
     zip_safe=False,
 )

@@ -142,14 +142,15 @@ main() {
 
   install_mmcv
 
-  # 4. mmdet, mmseg, pycocotools, test tools and mmgcvit itself (editable, so the checkout is what runs),
+  # 4. mmdet, mmseg, pycocotools, test tools, the ONNX export's runtime (the [deploy] extra, which
+  #    the tests check) and mmgcvit itself (editable, so the checkout is what runs),
   #    with its config hook (.pth, run at start-up) and mmgcvit/.mim linked to the checkout.
-  if have "@$ROOT/requirements/runtime.txt" "@$ROOT/requirements/tests.txt" \
+  if have "@$ROOT/requirements/runtime.txt" "@$ROOT/requirements/tests.txt" "@$ROOT/requirements/deploy.txt" \
      && "$PY" -c "import sys, os; hook = 'mmgcvit_config_hook' in sys.modules; import mmgcvit; pkg = os.path.dirname(os.path.realpath(mmgcvit.__file__)); sys.exit(0 if hook and pkg == os.path.realpath('$ROOT/mmgcvit') and os.path.isdir(pkg + '/.mim/configs') else 1)" >/dev/null 2>&1; then
     say "mmdet, mmseg, test tools and mmgcvit already installed"
   else
-    say "installing mmdet, mmsegmentation, pycocotools, test tools and mmgcvit (editable)"
-    pipi -e "$ROOT[tests]"
+    say "installing mmdet, mmsegmentation, pycocotools, test tools, onnx/onnxruntime and mmgcvit (editable)"
+    pipi -e "$ROOT[tests,deploy]"
   fi
 
   "$PY" -c "import sys; assert 'mmgcvit_config_hook' in sys.modules, 'mmgcvit_config_hook.pth did not run at start-up: mmgcvit:: config bases will not resolve; run pip install -e $ROOT again'
