@@ -476,15 +476,20 @@ def detector_weights(config, coco_root, arch):
         state['backbone.patch_embed.proj.weight'].tolist()}),
      'backbone.patch_embed.proj.weight (list)'),
     (lambda state, other: other, 'unused by the model'),
+    (lambda state, other: state['backbone.patch_embed.proj.weight'],
+     'holds a Tensor, not a dict of weights'),
 ])
 def test_test_tool_refuses_checkpoints_that_are_not_the_model(
         tmp_path, coco_root, edit, message):
     """numpy weights, a weight as a list, GC ViT-T weights into an XXT
-    config: tools/test.py would score a model that is not the file."""
+    config, a bare tensor: tools/test.py would score a model that is not
+    the file (or end in a traceback)."""
     config, state = detector_weights(tmp_path / 'xxt.py', coco_root,
                                      'xxtiny')
     _, other = detector_weights(tmp_path / 't.py', coco_root, 'tiny')
-    torch.save({'state_dict': edit(state, other)}, tmp_path / 'bad.pth')
+    content = edit(state, other)
+    torch.save(content if isinstance(content, torch.Tensor) else
+               {'state_dict': content}, tmp_path / 'bad.pth')
     rc, output = run_tool([TOOLS / 'test.py', config, tmp_path / 'bad.pth',
                            '--work-dir', tmp_path / 'work'], cwd=tmp_path)
     assert_one_line_error(rc, output, message)

@@ -165,6 +165,12 @@ def load_from_mmgcvit(filename, map_location=None, *args, **kwargs):
     non-finite weights refused."""
     # mmengine logs "Loads checkpoint by <name minus load_from_> backend".
     checkpoint = load_checkpoint(filename, map_location)
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(
+            f'checkpoint {display_url(filename)} holds a '
+            f'{type(checkpoint).__name__}, not a dict of weights: pass a '
+            'checkpoint written by tools/train.py, or save the weights as '
+            "torch.save({'state_dict': weights}, PATH).")
     weights = state_dict_of(checkpoint)
     if isinstance(weights, dict):
         check_finite(weights, display_url(filename))
