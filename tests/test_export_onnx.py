@@ -1,12 +1,16 @@
 """tools/deployment/export_onnx.py: one dynamic export of the UPerNet GC
 ViT-XXT config equals PyTorch's ``encode_decode`` in onnxruntime at other
-sizes; what it cannot export is refused in one line."""
+sizes, one of the Mask R-CNN GC ViT-XXT config mmdet's ``predict``; what it
+cannot export is refused in one line."""
 import sys
 
 import onnxruntime as ort
 import torch
 from mmengine.config import Config
+from mmdet.registry import MODELS as DET_MODELS
+from mmdet.structures import DetDataSample
 from mmseg.registry import MODELS
+from torchvision.ops import box_iou
 
 from helpers import (REPO, assert_one_line_error, build_without_pretrained,
                      rel_err, run, run_tool, with_custom_imports)
@@ -14,21 +18,28 @@ from helpers import (REPO, assert_one_line_error, build_without_pretrained,
 EXPORT = REPO / 'tools' / 'deployment' / 'export_onnx.py'
 SEG_CONFIG = REPO / 'configs' / 'segmentation' / \
     'upernet_gcvit-xxt_8xb2-160k_ade20k-512x512.py'
+DET_CONFIGS = REPO / 'configs' / 'detection'
+
+
+def random_weights(config, registry, path):
+    """``config``'s model, freshly initialised (seeded), saved at
+    ``path``; returns the model."""
+    cfg = with_custom_imports(Config.fromfile(config), registry)
+    torch.manual_seed(0)
+    model = build_without_pretrained(cfg, registry)
+    model.init_weights()
+    torch.save({'state_dict': model.state_dict()}, path)
+    return model.eval()
 
 
 def test_dynamic_segmentor_equals_pytorch_at_other_sizes(tmp_path):
-    cfg = with_custom_imports(Config.fromfile(SEG_CONFIG), MODELS)
-    torch.manual_seed(0)
-    model = build_without_pretrained(cfg, MODELS)
-    model.init_weights()
     checkpoint = tmp_path / 'seg.pth'
-    torch.save({'state_dict': model.state_dict()}, checkpoint)
+    model = random_weights(SEG_CONFIG, MODELS, checkpoint)
     onnx_file = tmp_path / 'seg.onnx'
     run([sys.executable, EXPORT, SEG_CONFIG, checkpoint, '--out', onnx_file,
          '--shape', 128, 160, '--dynamic'], cwd=tmp_path)
     session = ort.InferenceSession(str(onnx_file),
                                    providers=['CPUExecutionProvider'])
-    model.eval()
     # Sizes whose last stage (3 x 7, 6 x 4) the pyramid pooling's 2, 3 and 6
     # bins do not divide, with windows partly outside the image.
     for h, w in [(96, 224), (192, 128)]:
@@ -41,9 +52,43 @@ def test_dynamic_segmentor_equals_pytorch_at_other_sizes(tmp_path):
         assert rel_err(got, expected) < 1e-3, (h, w)
 
 
-def test_detector_config_refused_in_one_line(tmp_path):
-    config = REPO / 'configs' / 'detection' / 'mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
+def test_dynamic_mask_rcnn_equals_mmdet_predict_at_other_sizes(tmp_path):
+    config = DET_CONFIGS / 'mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
+    checkpoint = tmp_path / 'det.pth'
+    model = random_weights(config, DET_MODELS, checkpoint)
+    # A fresh model scores every class about 1/81: keep all boxes.
+    model.test_cfg.rcnn.score_thr = 0.
+    onnx_file = tmp_path / 'det.onnx'
+    run([sys.executable, EXPORT, config, checkpoint, '--out', onnx_file,
+         '--shape', 256, 320, '--dynamic', '--cfg-options',
+         'model.test_cfg.rcnn.score_thr=0'], cwd=tmp_path)
+    session = ort.InferenceSession(str(onnx_file),
+                                   providers=['CPUExecutionProvider'])
+    # Other numbers of anchors per level than traced (its top-k and NMS).
+    for h, w in [(192, 256), (320, 224)]:
+        image = torch.randn(1, 3, h, w)
+        sample = DetDataSample(metainfo=dict(
+            img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.)))
+        with torch.no_grad():
+            expected = model.predict(image, [sample],
+                                     rescale=False)[0].pred_instances
+        dets, labels, masks = session.run(None, {'input': image.numpy()})
+        dets, labels = torch.from_numpy(dets[0]), torch.from_numpy(labels[0])
+        assert len(dets) == len(expected) == 100 and masks.shape == (
+            1, 100, 28, 28), (h, w)
+        # Each box's best match among PyTorch's, of its class: same box
+        # and score (near-equal scores may come in another order).
+        iou = box_iou(dets[:, :4], expected.bboxes)
+        iou[labels[:, None] != expected.labels[None]] = 0
+        best, match = iou.max(1)
+        assert best.min() >= 0.99, (h, w)
+        assert (dets[:, 4] - expected.scores[match]).abs().max() < 1e-3
+
+
+def test_unsupported_detector_refused_in_one_line(tmp_path):
+    config = DET_CONFIGS / \
+        'cascade-mask-rcnn_gcvit-t_fpn_4conv1fc-giou_ms-crop-3x_coco.py'
     rc, output = run_tool([EXPORT, config, tmp_path / 'none.pth', '--out',
                            tmp_path / 'det.onnx'], cwd=tmp_path)
-    assert_one_line_error(rc, output, "default_scope='mmdet'",
+    assert_one_line_error(rc, output, 'Cascade Mask R-CNN and DINO',
                           'docs/deployment.md')

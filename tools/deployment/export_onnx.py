@@ -1,20 +1,27 @@
-"""Export a GC ViT segmentor to ONNX and check it in onnxruntime.
+"""Export a GC ViT segmentor or Mask R-CNN detector to ONNX and check it in
+onnxruntime.
 
     python tools/deployment/export_onnx.py CONFIG CHECKPOINT --out FILE.onnx \\
         [--shape H W] [--dynamic] [--opset N] [--check H W [H W ...]] \\
         [--cfg-options KEY=VALUE ...]
 
-Segmentors (mmseg): input ``input`` N x 3 x H x W, the normalised image as
-after the data preprocessor; output ``seg_logits`` N x C x H x W, what
-``encode_decode`` returns. ``--dynamic`` leaves N, H and W free (H and W
-multiples of 32): one file serves every size. ``--check`` runs the file in
-onnxruntime (CPU) on random images of each size and prints its largest
-relative difference to PyTorch and both latencies (docs/deployment.md).
+Input ``input``: the normalised image N x 3 x H x W, as after the data
+preprocessor. Segmentors (mmseg): output ``seg_logits`` N x C x H x W, what
+``encode_decode`` returns. Two-stage detectors (mmdet; N = 1): ``dets``
+1 x K x 5 (x1, y1, x2, y2, score), ``labels`` 1 x K and, with a mask head,
+``masks`` 1 x K x M x M (the label's mask in its box, before pasting), as
+mmdeploy's end-to-end models. ``--dynamic`` leaves H and W free (multiples
+of 32; the segmentors' N too): one file serves every size. ``--check`` runs
+the file in onnxruntime (CPU) on random images of each size and prints its
+largest difference to the same module in PyTorch and both latencies
+(docs/deployment.md).
 
 The TorchScript exporter traces the model itself: torch.export (dynamo)
-specialises the window grid to the traced size. Its one addition is an
-ONNX form of ``adaptive_avg_pool2d`` for any input size (UPerNet's pyramid
-pooling), which torch's exporter has only for static sizes.
+specialises the window grid to the traced size. Its additions are an ONNX
+form of ``adaptive_avg_pool2d`` for any input size (UPerNet's pyramid
+pooling), and for detectors mmdet's test-time post-processing written with
+torchvision's exportable ``nms`` and ``roi_align`` (ONNX NonMaxSuppression
+and RoiAlign).
 """
 import argparse
 import os.path as osp
@@ -25,15 +32,18 @@ import warnings
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import MODELS, init_default_scope
+from mmdet.models.dense_heads import RPNHead
+from mmdet.models.roi_heads import StandardRoIHead
+from mmdet.models.task_modules.coders.delta_xywh_bbox_coder import delta2bbox
 from mmengine.utils import import_modules_from_strings
 from torch.onnx import symbolic_helper
+from torchvision.ops import batched_nms, roi_align
 
 from mmgcvit.checkpoint import load_checkpoint, state_dict_of
 from mmgcvit.engine import PreflightError, check_weights_fit, one_line_errors
 
 OPSET = 17
-DYNAMIC_AXES = {'input': {0: 'batch', 2: 'height', 3: 'width'},
-                'seg_logits': {0: 'batch', 2: 'height', 3: 'width'}}
+IMAGE = {0: 'batch', 2: 'height', 3: 'width'}
 
 
 def _ints(g, values):
@@ -66,6 +76,8 @@ def adaptive_avg_pool2d(g, input, output_size):
 class Segmentor(torch.nn.Module):
     """``encode_decode`` of a normalised batch, logits at the input size."""
 
+    outputs = {'seg_logits': IMAGE}
+
     def __init__(self, model):
         super().__init__()
         self.model = model
@@ -76,37 +88,135 @@ class Segmentor(torch.nn.Module):
             input, [dict(img_shape=size, pad_shape=size, ori_shape=size)])
 
 
+def _decode(coder, priors, deltas, size):
+    # Not coder.decode: in an export it takes onnx_delta2bbox, which imports
+    # the mmdet.core of mmdet 2 (mmdet 3.3). 16 / 1000: decode's default.
+    return delta2bbox(priors, deltas, coder.means, coder.stds, size,
+                      16 / 1000, coder.clip_border, coder.add_ctr_clamp,
+                      coder.ctr_clamp)
+
+
+class Detector(torch.nn.Module):
+    """mmdet's ``predict`` of a two-stage detector on one normalised image
+    (``rescale=False``), its post-processing in traceable form."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.outputs = {'dets': {1: 'dets'}, 'labels': {1: 'dets'}}
+        if model.roi_head.with_mask:
+            self.outputs['masks'] = {1: 'dets'}
+
+    @staticmethod
+    def _roi_feats(extractor, feats, rois):
+        # Every level aligns every RoI and each RoI keeps its level's: a
+        # trace would keep only the levels holding RoIs when traced, as
+        # mmdet's extractor skips empty levels in Python.
+        levels = extractor.map_roi_levels(rois, len(extractor.roi_layers))
+        out = 0
+        for i, layer in enumerate(extractor.roi_layers):
+            aligned = roi_align(feats[i], rois, layer.output_size,
+                                layer.spatial_scale, layer.sampling_ratio,
+                                layer.aligned)
+            out = out + torch.where(levels[:, None, None, None] == i,
+                                    aligned, 0)
+        return out
+
+    def _proposals(self, feats, size):
+        """RPNHead.predict_by_feat: top scores per level, decoded, NMS per
+        level."""
+        rpn, cfg = self.model.rpn_head, self.model.test_cfg.rpn
+        cls_scores, bbox_preds = rpn(feats)
+        priors = rpn.prior_generator.grid_priors(
+            [s.shape[2:] for s in cls_scores], device=feats[0].device)
+        boxes, scores, levels = [], [], []
+        for level, (score, delta, prior) in enumerate(
+                zip(cls_scores, bbox_preds, priors)):
+            score = score[0].permute(1, 2, 0).reshape(-1).sigmoid()
+            # A traced count: at most nms_pre, whatever the level's size.
+            k = torch.clamp(torch.tensor(score.shape[0]), max=cfg.nms_pre)
+            score, top = score.topk(k)
+            delta = delta[0].permute(1, 2, 0).reshape(-1, 4)[top]
+            boxes.append(_decode(rpn.bbox_coder, prior[top], delta, size))
+            scores.append(score)
+            levels.append(torch.full_like(top, level))
+        boxes, scores, levels = (torch.cat(t) for t in (boxes, scores,
+                                                         levels))
+        valid = (boxes[:, 2:] - boxes[:, :2] > cfg.min_bbox_size).all(1)
+        boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
+        keep = batched_nms(boxes, scores, levels,
+                           cfg.nms.iou_threshold)[:cfg.max_per_img]
+        return torch.cat([boxes.new_zeros(len(keep), 1), boxes[keep]], 1)
+
+    def forward(self, input):
+        size = input.shape[2:]
+        feats = self.model.extract_feat(input)
+        rois = self._proposals(feats, size)
+        head, cfg = self.model.roi_head, self.model.test_cfg.rcnn
+        cls_score, bbox_pred = head.bbox_head(
+            self._roi_feats(head.bbox_roi_extractor, feats, rois))
+        # multiclass_nms: every (box, class) above score_thr, NMS per class.
+        scores = cls_score.softmax(-1)[:, :-1]
+        boxes = _decode(head.bbox_head.bbox_coder, rois[:, 1:], bbox_pred,
+                        size).view(*scores.shape, 4)
+        labels = torch.arange(scores.shape[1]).expand_as(scores)
+        valid = scores > cfg.score_thr
+        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
+        keep = batched_nms(boxes, scores, labels,
+                           cfg.nms.iou_threshold)[:cfg.max_per_img]
+        boxes, labels = boxes[keep], labels[keep]
+        outputs = (torch.cat([boxes, scores[keep, None]], 1)[None],
+                   labels[None])
+        if head.with_mask:
+            mask_rois = torch.cat([boxes.new_zeros(len(keep), 1), boxes], 1)
+            masks = head.mask_head(
+                self._roi_feats(head.mask_roi_extractor, feats, mask_rois))
+            masks = masks[torch.arange(len(keep)), labels].sigmoid()
+            outputs += (masks[None], )
+        return outputs
+
+
 def build_model(config, checkpoint, cfg_options=None):
-    """The config's segmentor in eval mode with the checkpoint's weights
-    (all of them: a partial fit is refused in one line)."""
+    """The config's model, its weights all from the checkpoint (a partial
+    fit is refused in one line), in its export wrapper in eval mode."""
     if not osp.isfile(config):
         raise PreflightError(f'config file {config!r} does not exist: pass '
                              'the config the model was trained with')
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    if cfg.get('default_scope') != 'mmseg':
-        raise PreflightError(
-            f'config {config} has default_scope='
-            f"{cfg.get('default_scope')!r}: pass an mmseg segmentor config "
-            '(detector export is not supported yet, docs/deployment.md)')
+    scope = cfg.get('default_scope')
+    if scope not in ('mmseg', 'mmdet'):
+        raise PreflightError(f'config {config} has default_scope={scope!r}: '
+                             'pass an mmseg or mmdet config')
     import_modules_from_strings(**cfg.get('custom_imports', {}))
-    init_default_scope(cfg.default_scope)
+    init_default_scope(scope)
     model_cfg = cfg.model.copy()
     # The checkpoint brings every weight: no pre-trained download.
     model_cfg.backbone = dict(model_cfg.backbone, init_cfg=None)
     model_cfg.pop('pretrained', None)
     model = MODELS.build(model_cfg)
+    if scope == 'mmdet' and not (
+            isinstance(getattr(model, 'rpn_head', None), RPNHead)
+            and isinstance(getattr(model, 'roi_head', None),
+                           StandardRoIHead)):
+        raise PreflightError(
+            f'config {config}: only two-stage detectors with one RoI head '
+            '(Mask R-CNN, Faster R-CNN) export; Cascade Mask R-CNN and DINO '
+            'do not yet (docs/deployment.md)')
     state_dict = state_dict_of(load_checkpoint(checkpoint))
     check_weights_fit(state_dict, model, source=checkpoint)
     model.load_state_dict(state_dict)
+    wrapper = Segmentor if scope == 'mmseg' else Detector
     # No parameter needs a gradient: attention takes its inference kernels.
-    return Segmentor(model).eval().requires_grad_(False)
+    return wrapper(model).eval().requires_grad_(False)
 
 
 def export(model, out, shape, dynamic=False, opset=OPSET):
     torch.onnx.register_custom_op_symbolic(
         'aten::adaptive_avg_pool2d', adaptive_avg_pool2d, opset)
+    image = IMAGE if isinstance(model, Segmentor) else {2: 'height',
+                                                        3: 'width'}
     with warnings.catch_warnings():
         # The input checks and the global query's resize compare sizes in
         # Python: constants in the trace, right for every size (the resize
@@ -114,9 +224,10 @@ def export(model, out, shape, dynamic=False, opset=OPSET):
         warnings.simplefilter('ignore', torch.jit.TracerWarning)
         torch.onnx.export(
             model, (torch.zeros(1, 3, *shape), ), out, dynamo=False,
-            input_names=['input'], output_names=['seg_logits'],
+            input_names=['input'], output_names=list(model.outputs),
             opset_version=opset,
-            dynamic_axes=DYNAMIC_AXES if dynamic else None)
+            dynamic_axes=dict(model.outputs, input=image) if dynamic else
+            None)
 
 
 def _median_seconds(fn, repeat):
@@ -129,8 +240,9 @@ def _median_seconds(fn, repeat):
 
 
 def check(model, onnx_file, shapes, repeat=3):
-    """Per ``(H, W)``: (largest |ORT - PyTorch| / largest |PyTorch|, median
-    seconds of onnxruntime, of PyTorch eager), on one random image."""
+    """Per ``(H, W)``: (largest |ORT - PyTorch| / largest |PyTorch| over the
+    outputs, median seconds of onnxruntime, of PyTorch eager), on one random
+    image."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     # As many threads as PyTorch's, for a fair comparison.
@@ -143,14 +255,20 @@ def check(model, onnx_file, shapes, repeat=3):
         with torch.no_grad():
             expected = model(image)
             torch_s = _median_seconds(lambda: model(image), repeat)
+        if isinstance(expected, torch.Tensor):
+            expected = (expected, )
         feed = {'input': image.numpy()}
-        got = torch.from_numpy(session.run(None, feed)[0])
-        if got.shape != expected.shape:
-            raise AssertionError(f'{onnx_file} at {h}x{w}: seg_logits '
-                                 f'{tuple(got.shape)}, PyTorch '
-                                 f'{tuple(expected.shape)}')
-        err = ((got - expected).abs().max() /
-               expected.abs().max().clamp_min(1e-12)).item()
+        err = 0.
+        for name, want, got in zip(model.outputs, expected,
+                                   session.run(None, feed)):
+            got = torch.from_numpy(got)
+            if got.shape != want.shape:
+                raise AssertionError(f'{onnx_file} at {h}x{w}: {name} '
+                                     f'{tuple(got.shape)}, PyTorch '
+                                     f'{tuple(want.shape)}')
+            if want.numel():
+                err = max(err, ((got - want).abs().max() / want.abs().max(
+                ).clamp_min(1e-12)).item())
         ort_s = _median_seconds(lambda: session.run(None, feed), repeat)
         results.append((h, w, err, ort_s, torch_s))
     return results
@@ -158,8 +276,8 @@ def check(model, onnx_file, shapes, repeat=3):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description='Export a GC ViT segmentor to ONNX (and check it in '
-        'onnxruntime)')
+        description='Export a GC ViT segmentor or detector to ONNX (and '
+        'check it in onnxruntime)')
     parser.add_argument('config', help='the config the model was trained with')
     parser.add_argument('checkpoint', help='checkpoint file or http(s) URL')
     parser.add_argument('--out', required=True, help='the .onnx file written')
@@ -168,7 +286,7 @@ def build_parser():
                         help='input size traced (fixed unless --dynamic; '
                         'default 512 512)')
     parser.add_argument('--dynamic', action='store_true',
-                        help='batch, height and width free')
+                        help='height and width free (segmentors: the batch too)')
     parser.add_argument('--opset', type=int, default=OPSET,
                         help=f'ONNX opset (default {OPSET})')
     parser.add_argument('--check', nargs='+', type=int, metavar='H W',
