@@ -30,7 +30,7 @@ from .biased_attention import CPU_FLASH
 from .gcvit_arch import resolve_arch
 from .gcvit_converter import check_variant, gcvit_converter, resize_table
 from .window_attention import (GlobalWindowAttention, LocalWindowAttention,
-                               _WindowAttention)
+                               _is_static, _WindowAttention)
 
 # Kept by `with_cp` on the CPU instead of recomputed: the CPU flash
 # kernel's (output, log-sum-exp), a small part of a block's activations
@@ -165,6 +165,15 @@ def query_pooling_plan(pretrain_img_size, pretrained_window_size,
     return plan
 
 
+def _permute(x, *dims):
+    """``x.permute(*dims)``, copied to contiguous memory in graphs compiled
+    for dynamic shapes: there inductor (torch 2.14) cannot order the
+    symbolic strides of a permuted view that backward keeps ("cannot
+    determine truth value of Relational"). Eager keeps the view."""
+    x = x.permute(*dims)
+    return x if all(_is_static(size) for size in x.shape) else x.contiguous()
+
+
 class SqueezeExcitation(nn.Module):
     """Squeeze-and-excitation gate on NCHW maps, bias-free (as official)."""
 
@@ -202,9 +211,9 @@ class ReduceSize(nn.Module):
         self.norm2 = build_norm_layer(norm_cfg, dim_out)[1]
 
     def forward(self, x):
-        x = self.norm1(x).permute(0, 3, 1, 2)
+        x = _permute(self.norm1(x), 0, 3, 1, 2)
         x = self.reduction(x + self.conv(x))
-        return self.norm2(x.permute(0, 2, 3, 1))
+        return self.norm2(_permute(x, 0, 2, 3, 1))
 
 
 class PatchEmbed(nn.Module):
@@ -217,7 +226,7 @@ class PatchEmbed(nn.Module):
         self.conv_down = ReduceSize(dim, norm_cfg, keep_dim=True)
 
     def forward(self, x):
-        return self.conv_down(self.proj(x).permute(0, 2, 3, 1))
+        return self.conv_down(_permute(self.proj(x), 0, 2, 3, 1))
 
 
 class FeatExtract(nn.Module):
@@ -324,7 +333,7 @@ class GCViTStage(nn.Module):
         self.downsample = ReduceSize(dim, norm_cfg) if downsample else None
 
     def forward(self, x):
-        q_global = self.q_global_gen(x.permute(0, 3, 1, 2))
+        q_global = self.q_global_gen(_permute(x, 0, 3, 1, 2))
         for block in self.blocks:
             if self.with_cp and self.training and torch.is_grad_enabled() \
                     and any(p.requires_grad for p in block.parameters()):
