@@ -134,7 +134,7 @@ class Detector(torch.nn.Module):
                 zip(cls_scores, bbox_preds, priors)):
             score = score[0].permute(1, 2, 0).reshape(-1).sigmoid()
             # A traced count: at most nms_pre, whatever the level's size.
-            k = torch.clamp(torch.tensor(score.shape[0]), max=cfg.nms_pre)
+            k = torch.clamp(torch.as_tensor(score.shape[0]), max=cfg.nms_pre)
             score, top = score.topk(k)
             delta = delta[0].permute(1, 2, 0).reshape(-1, 4)[top]
             boxes.append(_decode(rpn.bbox_coder, prior[top], delta, size))
@@ -307,7 +307,8 @@ def build_parser():
                         help='input size traced (fixed unless --dynamic; '
                         'default 512 512)')
     parser.add_argument('--dynamic', action='store_true',
-                        help='height and width free (segmentors: the batch too)')
+                        help='height and width free (segmentors: the batch '
+                        'too)')
     parser.add_argument('--opset', type=int, default=OPSET,
                         help=f'ONNX opset (default {OPSET})')
     parser.add_argument('--check', nargs='+', type=int, metavar='H W',
