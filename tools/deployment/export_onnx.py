@@ -222,9 +222,8 @@ def export(model, out, shape, dynamic=False, opset=OPSET):
     image = IMAGE if isinstance(model, Segmentor) else {2: 'height',
                                                         3: 'width'}
     with warnings.catch_warnings():
-        # The input checks and the global query's resize compare sizes in
-        # Python: constants in the trace, right for every size (the resize
-        # to the window is the identity where sizes already match).
+        # GCViT's input check compares sizes in Python: a constant in the
+        # trace, true for every valid size.
         warnings.simplefilter('ignore', torch.jit.TracerWarning)
         torch.onnx.export(
             model, (torch.zeros(1, 3, *shape), ), out, dynamo=False,
