@@ -171,7 +171,32 @@ def _permute(x, *dims):
     symbolic strides of a permuted view that backward keeps ("cannot
     determine truth value of Relational"). Eager keeps the view."""
     x = x.permute(*dims)
-    return x if all(_is_static(size) for size in x.shape) else x.contiguous()
+    if all(_is_static(size) for size in x.shape):
+        return x
+    # clone, not contiguous(): no contiguity test (a guard on the sizes).
+    return x.clone(memory_format=torch.contiguous_format)
+
+
+def _bicubic_matrix(n, size, x):
+    """``(size, n)`` matrix of ``F.interpolate(mode='bicubic')`` along one
+    axis (``align_corners=False``, A = -0.75, borders replicated)."""
+    A = -0.75
+    src = (torch.arange(size, device=x.device, dtype=x.dtype) + 0.5) * (
+        n / size) - 0.5
+    start = src.floor()
+    t = src - start
+
+    def near(d):
+        return ((A + 2) * d - (A + 3)) * d * d + 1
+
+    def far(d):
+        return ((A * d - 5 * A) * d + 8 * A) * d - 4 * A
+
+    weights = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], -1)
+    taps = (start.long()[:, None] +
+            torch.arange(-1, 3, device=x.device)).clamp(0, n - 1)
+    hits = taps[..., None] == torch.arange(n, device=x.device)
+    return (weights[..., None] * hits).sum(1)
 
 
 class SqueezeExcitation(nn.Module):
@@ -262,7 +287,13 @@ class GlobalQueryGenerator(nn.Module):
     def forward(self, x):
         x = self.to_q_global(x)
         w = self.window_size
-        if x.shape[-2:] != (w, w):
+        if not all(_is_static(size) for size in x.shape[-2:]):
+            # Symbolic sizes: the same resize as matmuls, the identity at w x
+            # w, so the graph neither branches on the size nor meets
+            # inductor's size-specialised bicubic backward (a recompile).
+            rows, cols = (_bicubic_matrix(n, w, x) for n in x.shape[-2:])
+            x = rows @ x @ cols.t()
+        elif x.shape[-2:] != (w, w):
             x = F.interpolate(x, size=(w, w), mode='bicubic')
         B, C = x.shape[:2]
         x = x.permute(0, 2, 3, 1).reshape(B, 1, w * w, self.num_heads,

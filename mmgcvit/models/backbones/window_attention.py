@@ -150,8 +150,14 @@ class _WindowAttention(nn.Module):
         x = F.pad(x, (0, 0, 0, grid[1] * w - W, 0, grid[0] * w - H))
         q, k, v = self._qkv(_to_windows(x, grid, w, w), q_global, w, w)
         out = self._attend(q, k, v, self.relative_position_bias())
-        return _from_windows(out, grid, w, w).reshape(
+        out = _from_windows(out, grid, w, w).reshape(
             B, grid[0] * w, grid[1] * w, C)[:, :H, :W]
+        if _is_static(H) and _is_static(W):
+            return out
+        # A contiguous copy: else the projection's flatten asks whether the
+        # crop is contiguous (no padding), a guard on symbolic sizes that
+        # recompiles for maps a whole number of windows.
+        return out.clone(memory_format=torch.contiguous_format)
 
     def _valid_windows(self, x, q_global):
         """Attention on the valid tokens only, over the windows a rectangle
