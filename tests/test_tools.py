@@ -25,10 +25,15 @@ def cpu_launch_env(tmp_path):
     ``sitecustomize`` on their ``PYTHONPATH``)."""
     site = tmp_path / 'site'
     site.mkdir()
+    # NOTE: mmdet's and mmseg's tools never destroy the process group; a
+    # gloo group destroyed at interpreter exit aborted a CI run once
+    # ("terminate called without an active exception"), so do it first.
     (site / 'sitecustomize.py').write_text(
-        'import torch\n'
+        'import atexit, torch, torch.distributed as dist\n'
         'if not torch.cuda.is_available():\n'
-        '    torch.cuda.set_device = lambda device: None\n')
+        '    torch.cuda.set_device = lambda device: None\n'
+        'atexit.register(lambda: dist.is_initialized() and '
+        'dist.destroy_process_group())\n')
     path = os.environ.get('PYTHONPATH')
     return dict(os.environ, PYTHON=sys.executable,
                 PORT=str(29500 + os.getpid() % 1000),
