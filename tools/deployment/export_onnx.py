@@ -25,7 +25,6 @@ and RoiAlign).
 """
 import argparse
 import os.path as osp
-import statistics
 import time
 import warnings
 
@@ -37,6 +36,7 @@ from mmdet.models.roi_heads import StandardRoIHead
 from mmdet.models.task_modules.coders.delta_xywh_bbox_coder import delta2bbox
 from mmengine.utils import import_modules_from_strings
 from torch.onnx import symbolic_helper
+from torch.utils import benchmark
 from torchvision.ops import batched_nms, box_iou, roi_align
 
 from mmgcvit.checkpoint import load_checkpoint, state_dict_of
@@ -233,13 +233,8 @@ def export(model, out, shape, dynamic=False, opset=OPSET):
             None)
 
 
-def _median_seconds(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _seconds(fn, repeat):
+    return benchmark.Timer('fn()', globals={'fn': fn}).timeit(repeat).mean
 
 
 def _detection_diff(got, expected):
@@ -259,8 +254,9 @@ def _detection_diff(got, expected):
 
 
 def check(model, onnx_file, shapes, repeat=3):
-    """Per ``(H, W)``: (the difference of ORT's outputs to PyTorch's, median
-    seconds of onnxruntime, of PyTorch eager) on one random image; the
+    """Per ``(H, W)``: (the difference of ORT's outputs to PyTorch's, mean
+    seconds of onnxruntime, of PyTorch eager, over ``repeat`` calls timed by
+    ``torch.utils.benchmark.Timer``) on one random image; the
     difference of logits is the largest relative one, of detections
     :func:`_detection_diff`'s."""
     import onnxruntime as ort
@@ -274,7 +270,7 @@ def check(model, onnx_file, shapes, repeat=3):
         image = torch.randn(1, 3, h, w)
         with torch.no_grad():
             expected = model(image)
-            torch_s = _median_seconds(lambda: model(image), repeat)
+            torch_s = _seconds(lambda: model(image), repeat)
         if isinstance(expected, torch.Tensor):
             expected = (expected, )
         feed = {'input': image.numpy()}
@@ -289,7 +285,7 @@ def check(model, onnx_file, shapes, repeat=3):
                    expected[0].abs().max().clamp_min(1e-12)).item()
         else:
             err = _detection_diff(got, expected)
-        ort_s = _median_seconds(lambda: session.run(None, feed), repeat)
+        ort_s = _seconds(lambda: session.run(None, feed), repeat)
         results.append((h, w, err, ort_s, torch_s))
     return results
 
