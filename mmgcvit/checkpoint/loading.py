@@ -131,10 +131,11 @@ def state_dict_of(checkpoint):
     return checkpoint
 
 
-def _names(names):
-    return ', '.join(names[:_MAX_NAMES]) + (
-        f' and {len(names) - _MAX_NAMES} more'
-        if len(names) > _MAX_NAMES else '')
+def name_list(names, limit=_MAX_NAMES):
+    """``names`` joined for a one-line message: the first ``limit``, the
+    rest counted."""
+    more = len(names) - limit
+    return ', '.join(names[:limit]) + (f' and {more} more' if more > 0 else '')
 
 
 def check_finite(state_dict, source):
@@ -149,14 +150,14 @@ def check_finite(state_dict, source):
     if inflated:
         raise CheckpointError(
             f'checkpoint {source} has {len(inflated)} tensors with more '
-            f'elements than their stored data ({_names(inflated)}): it is '
+            f'elements than their stored data ({name_list(inflated)}): it is '
             'crafted or damaged; use another checkpoint.')
     bad = [name for name, t in tensors.items()
            if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
         raise CheckpointError(
             f'checkpoint {source} has NaN or Inf values in {len(bad)} '
-            f'weights ({_names(bad)}): it comes from a diverged or damaged '
+            f'weights ({name_list(bad)}): it comes from a diverged or damaged '
             'run; use an earlier checkpoint.')
 
 

@@ -22,6 +22,7 @@ from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import BaseLoop
 
 from mmgcvit.checkpoint import CheckpointError
+from mmgcvit.checkpoint.loading import name_list
 from mmgcvit.registry import HOOKS
 
 # What mmengine's ``Runner.load_checkpoint`` strips before loading.
@@ -31,9 +32,7 @@ MAX_NAMES = 10
 
 
 def _names(items):
-    more = len(items) - MAX_NAMES
-    return ', '.join(items[:MAX_NAMES]) + (f' and {more} more'
-                                           if more > 0 else '')
+    return name_list(items, MAX_NAMES)
 
 
 def _unwrap(model):
