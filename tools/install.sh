@@ -10,9 +10,8 @@
 #   MAX_JOBS=N           parallel compile jobs for the mmcv source build (default: nproc).
 #
 # mmcv 2.1.0 with ops comes from, in this order: MMGCVIT_WHEELS; the wheels this script built
-# before (~/.cache/mmgcvit/wheels); OpenMMLab's prebuilt wheels, which exist for torch 2.1 with
-# CUDA 11.8 / 12.1 or CPU (tools/misc/mmcv_wheel_index.py picks the index, as `mim` does);
-# otherwise a build from source.
+# before (~/.cache/mmgcvit/wheels); OpenMMLab's prebuilt wheels (torch 2.1 with CUDA 11.8 / 12.1 or
+# CPU); otherwise a build from source.
 #
 # Idempotent: on a ready environment it only verifies and exits.
 set -euo pipefail
@@ -45,8 +44,6 @@ for spec in specs:
 PYEOF
 }
 
-torch_version() { "$PY" -c 'import torch; print(torch.__version__)'; }
-
 mmcv_ok() {
   "$PY" -c "import mmcv; assert mmcv.__version__ == '$MMCV_VERSION', mmcv.__version__; from mmcv.ops import nms, RoIAlign" >/dev/null 2>&1
 }
@@ -56,7 +53,7 @@ build_mmcv() {
   local work log
   work=$(mktemp -d)
   log="$work/build.log"
-  say "building mmcv $MMCV_VERSION with compiled ops from source (about 20 min on 2 cores); log: $log"
+  say "no prebuilt mmcv $MMCV_VERSION for this torch/Python: building it with compiled ops from source (about 20 min on 2 cores); log: $log"
   (cd "$work" && "$PY" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: "mmcv==$MMCV_VERSION")
   tar -xzf "$work/mmcv-$MMCV_VERSION.tar.gz" -C "$work"
   local src="$work/mmcv-$MMCV_VERSION"
@@ -76,43 +73,48 @@ build_mmcv() {
   rm -rf "$work"
 }
 
-# try_mmcv_wheel FIND_LINKS WHAT: install mmcv from FIND_LINKS (a folder or an index URL); true when
-# it imports with its ops, else it is uninstalled again.
+# try_mmcv_wheel FIND_LINKS: install mmcv from FIND_LINKS (a folder or an index URL); true when it
+# imports with its ops, else it is uninstalled again.
 try_mmcv_wheel() {
-  say "trying $2"
+  say "trying the prebuilt mmcv $MMCV_VERSION of $1"
   if pipi --find-links "$1" --prefer-binary --only-binary mmcv "mmcv==$MMCV_VERSION" && mmcv_ok; then
     return 0
   fi
-  say "$2 does not work with this torch/Python; uninstalling it"
+  say "the mmcv of $1 does not work with this torch/Python; uninstalling it"
   "$PY" -m pip uninstall -y -q mmcv || true
   return 1
 }
 
-# OpenMMLab's find-links index with an mmcv wheel for the installed torch/CUDA/Python, or "build".
-mmcv_wheel_index() { "$PY" "$ROOT/tools/misc/mmcv_wheel_index.py"; }
+# "<version> <CUDA version or None>" of the installed torch.
+torch_build() { "$PY" -c 'import torch; print(torch.__version__, torch.version.cuda)'; }
+
+# OpenMMLab's find-links index of prebuilt mmcv for the installed torch (the one `mim` picks), or
+# "build": OpenMMLab built mmcv 2.1.0 for torch 2.1 only (CPU, CUDA 11.8 and 12.1, Python 3.8-3.11;
+# where pip finds no wheel in it, try_mmcv_wheel fails and the source build follows).
+mmcv_wheel_index() {
+  local version cuda device=cpu
+  read -r version cuda <<< "$(torch_build)"
+  if [[ "$version" != 2.1.* ]]; then
+    echo build
+    return
+  fi
+  [ "$cuda" = None ] || device=cu${cuda//./}
+  echo "https://download.openmmlab.com/mmcv/dist/$device/torch2.1/index.html"
+}
 
 install_mmcv() {
   if mmcv_ok; then
     say "mmcv $MMCV_VERSION with ops already installed"
     return
   fi
-  local dir index installed=0
-  for dir in "$WHEELS" "$CACHE/wheels"; do
-    [ -n "$dir" ] && [ -d "$dir" ] || continue
-    if ls "$dir"/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1 \
-       && try_mmcv_wheel "$dir" "the prebuilt mmcv wheel in $dir"; then
-      installed=1; break
+  local source
+  # The folders that hold an mmcv wheel, then OpenMMLab's index unless it has none for this torch.
+  for source in "$WHEELS" "$CACHE/wheels" "$(mmcv_wheel_index)"; do
+    if ls "$source"/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1 || [[ "$source" == https://* ]]; then
+      try_mmcv_wheel "$source" && break
     fi
   done
-  if [ "$installed" = 0 ]; then
-    index=$(mmcv_wheel_index)
-    if [ "$index" = build ]; then
-      say "OpenMMLab publishes no mmcv $MMCV_VERSION wheel for torch $(torch_version) on this Python"
-    elif try_mmcv_wheel "$index" "OpenMMLab's prebuilt mmcv $MMCV_VERSION ($index)"; then
-      installed=1
-    fi
-  fi
-  if [ "$installed" = 0 ]; then
+  if ! mmcv_ok; then
     build_mmcv
     pipi --find-links "$CACHE/wheels" --only-binary mmcv "mmcv==$MMCV_VERSION"
   fi
@@ -134,7 +136,7 @@ main() {
 
   # 2. torch: keep whatever build is installed (clusters bring their own CUDA build).
   if "$PY" -c 'import torch, torchvision' >/dev/null 2>&1; then
-    say "torch $(torch_version) already installed: keeping it"
+    say "torch $(torch_build | cut -d" " -f1) already installed: keeping it"
   else
     say "installing torch 2.14.1 + torchvision 0.29.1"
     pipi torch==2.14.1 torchvision==0.29.1
