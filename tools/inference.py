@@ -1,15 +1,9 @@
-"""Predict with a trained detector or segmentor on an image or a folder.
-
-    python tools/inference.py CONFIG CHECKPOINT INPUT --out-dir DIR \\
-        [--device cpu] [--score-thr 0.3] [--max-pixels N] \\
-        [--allow-partial-checkpoint] [--cfg-options KEY=VALUE ...]
-
+"""Predict with a trained detector or segmentor on an image or a folder:
 mmdet's ``DetInferencer`` or mmseg's ``MMSegInferencer`` (the config's
-``default_scope`` picks), whose checkpoint (file or http(s) URL) must fit
-the model. Every image is checked first, its size from the header before
-decoding. Writes ``DIR/vis/<image>`` (painted) and, per image, mmdet's
-prediction dict ``DIR/preds/<stem>.json`` or the class map
-``DIR/pred/<stem>.png`` (docs/inference.md).
+``default_scope`` picks), after a check of every image (its size read from
+the header, before decoding) and of the checkpoint's fit to the model.
+They write ``DIR/vis/`` (painted images) and ``DIR/preds/<stem>.json``
+(mmdet) or ``DIR/pred/<index>_pred.png`` (mmseg): docs/inference.md.
 """
 import argparse
 import os
@@ -22,38 +16,31 @@ from mmgcvit.checkpoint import CheckpointError, state_dict_of
 from mmgcvit.engine import PreflightError, check_weights_fit, one_line_errors
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
-DEFAULT_SCORE_THR = 0.3
 # What cameras take; the pipeline and the painting hold several copies.
 DEFAULT_MAX_PIXELS = 50_000_000
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description='Predict with a trained detector / segmentor and paint '
-        'the predictions')
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='the config the model was trained with')
     parser.add_argument('checkpoint', help='checkpoint file or http(s) URL')
     parser.add_argument('input', help='an image, or a folder of images')
-    parser.add_argument(
-        '--out-dir', required=True,
-        help='where the painted images and the predictions are written')
-    parser.add_argument(
-        '--device', help='e.g. cpu, cuda:0 (default: cuda:0 if available)')
-    parser.add_argument(
-        '--score-thr', type=float,
-        help='detection only: lowest score of the boxes and masks painted '
-        f'(default {DEFAULT_SCORE_THR}); the json keeps every prediction')
-    parser.add_argument(
-        '--max-pixels', type=int, default=DEFAULT_MAX_PIXELS,
-        help='refuse images with more pixels (width x height), read from '
-        f'their header before decoding (default {DEFAULT_MAX_PIXELS})')
-    parser.add_argument(
-        '--allow-partial-checkpoint', action='store_true',
-        help='predict even when the checkpoint does not fit the model '
-        '(missing, unused or reshaped weights)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings in the config, key=value pairs')
+    parser.add_argument('--out-dir', required=True,
+                        help='where the painted images and the predictions '
+                        'are written')
+    parser.add_argument('--device', help='e.g. cpu, cuda:0 (default: '
+                        'cuda:0 if available)')
+    parser.add_argument('--score-thr', type=float,
+                        help='detection only: lowest score painted (default '
+                        '0.3); the json keeps every prediction')
+    parser.add_argument('--max-pixels', type=int, default=DEFAULT_MAX_PIXELS,
+                        help='refuse images with more pixels (width x '
+                        f'height; default {DEFAULT_MAX_PIXELS})')
+    parser.add_argument('--allow-partial-checkpoint', action='store_true',
+                        help='predict even when the checkpoint does not fit '
+                        'the model (missing, unused or reshaped weights)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings in the config, key=value')
     return parser
 
 
@@ -128,43 +115,6 @@ def fitting(inferencer_cls, args):
     return Fitting
 
 
-def detect(cfg, args, images):
-    from mmdet.apis import DetInferencer
-    inferencer = fitting(DetInferencer, args)(
-        model=cfg, weights=args.checkpoint, device=args.device,
-        show_progress=False)
-    score_thr = (DEFAULT_SCORE_THR
-                 if args.score_thr is None else args.score_thr)
-    for image in images:
-        inferencer(image, out_dir=args.out_dir, no_save_pred=False,
-                   pred_score_thr=score_thr)
-        yield image, osp.join(args.out_dir, 'preds', _stem(image) + '.json')
-
-
-def segment(cfg, args, images):
-    import numpy as np
-    from mmseg.apis import MMSegInferencer
-    inferencer = fitting(MMSegInferencer, args)(
-        model=cfg, weights=args.checkpoint, device=args.device)
-    inferencer.show_progress = False
-    pred_dir = osp.join(args.out_dir, 'pred')
-    os.makedirs(pred_dir, exist_ok=True)
-    for image in images:
-        sample = inferencer(image, out_dir=args.out_dir,
-                            return_datasamples=True)
-        labels = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-        path = osp.join(pred_dir, _stem(image) + '.png')
-        Image.fromarray(labels).save(path)
-        yield image, path
-
-
-def _stem(path):
-    return osp.splitext(osp.basename(path))[0]
-
-
-TASKS = dict(mmdet=detect, mmseg=segment)
-
-
 def main():
     parser = build_parser()
     args = parser.parse_args()
@@ -179,15 +129,24 @@ def main():
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
         scope = cfg.get('default_scope')
-        if scope not in TASKS:
+        if scope not in ('mmdet', 'mmseg'):
             parser.error(f'config {args.config} has default_scope={scope!r}:'
                          " pass an mmdet ('mmdet') or mmseg ('mmseg') config")
         if scope == 'mmseg' and args.score_thr is not None:
             parser.error('--score-thr applies to detection configs only: '
                          'drop it')
-        for image, prediction in TASKS[scope](cfg, args, images):
-            print(f'{image} -> {osp.join(args.out_dir, "vis")}, '
-                  f'{prediction}')
+        if scope == 'mmdet':
+            from mmdet.apis import DetInferencer
+            inferencer = fitting(DetInferencer, args)(
+                model=cfg, weights=args.checkpoint, device=args.device)
+            thr = 0.3 if args.score_thr is None else args.score_thr
+            inferencer(images, out_dir=args.out_dir, no_save_pred=False,
+                       pred_score_thr=thr)
+        else:
+            from mmseg.apis import MMSegInferencer
+            inferencer = fitting(MMSegInferencer, args)(
+                model=cfg, weights=args.checkpoint, device=args.device)
+            inferencer(images, out_dir=args.out_dir)
     print(f'{len(images)} images: painted predictions in '
           f'{osp.join(args.out_dir, "vis")}')
 

@@ -1,10 +1,9 @@
 """Write the README's model-zoo tables from the OpenMMLab metafiles.
 
-``model-index.yml`` lists the metafiles (``configs/*/metafile.yml``); they
-are the one place for each config's task, dataset, paper metrics,
-parameters and FLOPs. This tool renders one table per training dataset
-between ``<!-- model-zoo:<dataset> start -->`` and ``... end -->`` in
-README.md::
+``model-index.yml`` lists the metafiles (``configs/*/metafile.yml``), the
+one place for each config's task, dataset, paper metrics, parameters and
+FLOPs. One table per training dataset goes between ``<!-- model-zoo:<dataset>
+start -->`` and ``... end -->`` in README.md::
 
     python tools/misc/gen_model_zoo.py            # rewrite the tables
     python tools/misc/gen_model_zoo.py --check    # exit 1 if out of date
@@ -28,23 +27,9 @@ def load_models(root=ROOT):
     for metafile in load(osp.join(root, 'model-index.yml'))['Import']:
         meta = load(osp.join(root, metafile))
         collections = {c['Name']: c for c in meta.get('Collections', [])}
-        for model in meta['Models']:
-            models.append(
-                dict(model, Collection=collections[model['In Collection']]))
+        models += [dict(m, Collection=collections[m['In Collection']])
+                   for m in meta['Models']]
     return models
-
-
-def _metrics(model):
-    metrics = {}
-    for result in model.get('Results') or []:
-        metrics.update(result['Metrics'])
-    return metrics
-
-
-def _schedule(meta):
-    if 'Epochs' in meta:
-        return f"{meta['Epochs']} epochs"
-    return f"{meta['Iterations'] // 1000}k iters"
 
 
 def render_table(models, dataset):
@@ -58,42 +43,38 @@ def render_table(models, dataset):
     lines = ['| ' + ' | '.join(header) + ' |',
              '|' + ' --- |' * len(header)]
     for model in rows:
-        meta, metrics = model['Metadata'], _metrics(model)
+        meta = model['Metadata']
+        metrics = {k: v for result in model.get('Results') or []
+                   for k, v in result['Metrics'].items()}
+        schedule = (f"{meta['Epochs']} epochs" if 'Epochs' in meta else
+                    f"{meta['Iterations'] // 1000}k iters")
         cells = [
             f"[{model['Name']}]({model['Config']})",
             meta['Architecture'][0],
             model['In Collection'],
-            _schedule(meta),
+            schedule,
             f"{meta['Parameters'] / 1e6:.2f}",
             f"{meta['FLOPs'] / 1e9:.0f}",
         ] + [f'{metrics[n]:.1f}' if n in metrics else '-' for n in names]
         lines.append('| ' + ' | '.join(cells) + ' |')
-    sources = []
-    for model in rows:
-        source = model['Collection']['Results Source']
-        if source not in sources:
-            sources.append(source)
-    lines.append('')
-    lines += [f'Paper figures: {s}' for s in sources]
-    return '\n'.join(lines)
+    # Each source once, in the table's order.
+    sources = dict.fromkeys(m['Collection']['Results Source'] for m in rows)
+    return '\n'.join(lines + [''] + [f'Paper figures: {s}' for s in sources])
 
 
 def render_readme(text, models):
     """``text`` with every model-zoo marker pair's content regenerated."""
-    datasets = {m['Metadata']['Training Data'] for m in models}
-    for dataset in sorted(datasets):
-        key = dataset.lower()
-        start = f'<!-- model-zoo:{key} start -->'
-        end = f'<!-- model-zoo:{key} end -->'
-        pattern = re.compile(re.escape(start) + '.*?' + re.escape(end),
-                             re.S)
-        if not pattern.search(text):
-            raise ValueError(
-                f'README has no "{start}" ... "{end}" pair for the {dataset} '
-                'models of the metafiles: add the two marker lines where the '
-                'table belongs')
+    for dataset in sorted({m['Metadata']['Training Data'] for m in models}):
+        start = f'<!-- model-zoo:{dataset.lower()} start -->'
+        end = f'<!-- model-zoo:{dataset.lower()} end -->'
         table = render_table(models, dataset)
-        text = pattern.sub(lambda _: f'{start}\n{table}\n{end}', text)
+        text, found = re.subn(
+            re.escape(start) + '.*?' + re.escape(end),
+            lambda _: f'{start}\n{table}\n{end}', text, flags=re.S)
+        if not found:
+            sys.exit(f'README has no "{start}" ... "{end}" pair for the '
+                     f'{dataset} models: add the two marker lines where the '
+                     'table belongs')
     return text
 
 
@@ -107,17 +88,15 @@ def main():
     with open(args.readme, encoding='utf-8') as f:
         text = f.read()
     new = render_readme(text, load_models())
-    if args.check:
-        if new != text:
-            sys.exit(f'{args.readme}: model-zoo tables differ from the '
-                     'metafiles; run python tools/misc/gen_model_zoo.py')
-        print(f'{args.readme}: model-zoo tables are up to date')
-    elif new != text:
-        # Here only: it imports torch, which --check does not need.
-        from mmgcvit.utils.fileio import atomic_open
-        with atomic_open(args.readme, 'w', encoding='utf-8') as f:
+    if args.check and new != text:
+        sys.exit(f'{args.readme}: model-zoo tables differ from the '
+                 'metafiles; run python tools/misc/gen_model_zoo.py')
+    if new != text:
+        with open(args.readme, 'w', encoding='utf-8') as f:
             f.write(new)
         print(f'{args.readme}: model-zoo tables rewritten')
+    else:
+        print(f'{args.readme}: model-zoo tables are up to date')
 
 
 if __name__ == '__main__':
