@@ -14,41 +14,14 @@ from helpers import (TRAIN, assert_one_line_error, run_tool,
                      small_detection_config)
 from mmengine.config import Config
 from mmengine.logging import MMLogger
-from mmengine.runner import Runner, save_checkpoint
+from mmengine.runner import Runner
 
-from mmgcvit.checkpoint import CheckpointError, load_checkpoint
+from mmgcvit.checkpoint import load_checkpoint
 from mmgcvit.engine import AtomicCheckpointHook, PreflightError
 from mmgcvit.engine.preflight import (check_checkpoint_flags, check_data,
-                                      check_pretrained, check_training_files)
-from mmgcvit.utils.fileio import atomic_open
-
-ATOMIC = dict(backend='mmgcvit_atomic')
-
+                                      check_training_files)
 
 # --- atomic checkpoint writes ---------------------------------------------
-def test_atomic_open_keeps_target_on_failure(tmp_path):
-    target = tmp_path / 'epoch_1.pth'
-    target.write_bytes(b'complete old checkpoint')
-    with pytest.raises(RuntimeError, match='disk full'):
-        with atomic_open(target, 'wb') as f:
-            f.write(b'half of the new')
-            raise RuntimeError('disk full')
-    assert target.read_bytes() == b'complete old checkpoint'
-    assert os.listdir(tmp_path) == ['epoch_1.pth'], 'temporary file left'
-
-
-def test_mmengine_save_checkpoint_through_the_atomic_backend(tmp_path):
-    target = tmp_path / 'sub' / 'iter_2.pth'
-    save_checkpoint({'state_dict': {'w': torch.arange(3.)}}, str(target),
-                    backend_args=ATOMIC)
-    assert load_checkpoint(target)['state_dict']['w'].tolist() == [0., 1., 2.]
-    assert os.listdir(target.parent) == ['iter_2.pth']
-    # Group-readable like a plain open() (mkstemp would make it 0600).
-    umask = os.umask(0)
-    os.umask(umask)
-    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
-
-
 KILLED_SAVE = '''
 import builtins, sys, time
 import torch
@@ -57,11 +30,7 @@ from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
-work_dir, slow_name, atomic = sys.argv[1], sys.argv[2], sys.argv[3] == '1'
-# What our configs select, or mmengine's defaults.
-checkpoint = dict(type='mmgcvit.AtomicCheckpointHook',
-                  backend_args=dict(backend='mmgcvit_atomic')) if atomic \
-    else dict(type='CheckpointHook')
+work_dir, slow_name = sys.argv[1:3]
 
 
 class HalfThenHang:
@@ -116,8 +85,9 @@ runner = Runner(
         collate_fn=dict(type='default_collate')),
     optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
     train_cfg=dict(by_epoch=False, max_iters=4),
-    default_hooks=dict(checkpoint=dict(checkpoint, interval=1,
-                                       by_epoch=False)))
+    default_hooks=dict(checkpoint=dict(  # what our configs select
+        type='mmgcvit.AtomicCheckpointHook', interval=1, by_epoch=False,
+        backend_args=dict(backend='mmgcvit_atomic'))))
 
 
 class SlowFromSecondSave(Hook):
@@ -132,15 +102,15 @@ runner.train()
 '''
 
 
-def kill_during_second_save(tmp_path, slow_name, atomic):
+def kill_during_second_save(tmp_path, slow_name):
     """Train a toy model with a checkpoint every iteration, SIGKILL it while
-    the second checkpoint's ``slow_name`` file is half written."""
+    the second checkpoint's ``slow_name`` file is half written (mmengine's
+    own hook and backend would leave it truncated under its final name)."""
     script = tmp_path / 'killed_save.py'
     script.write_text(KILLED_SAVE)
     work_dir = tmp_path / 'work'
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(work_dir), slow_name,
-         '1' if atomic else '0'],
+        [sys.executable, str(script), str(work_dir), slow_name],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     try:
@@ -157,11 +127,15 @@ def kill_during_second_save(tmp_path, slow_name, atomic):
 
 
 def test_kill_during_save_leaves_loadable_last_checkpoint(tmp_path):
-    work_dir = kill_during_second_save(tmp_path, 'iter_2.pth', atomic=True)
+    work_dir = kill_during_second_save(tmp_path, 'iter_2.pth')
     last = Path((work_dir / 'last_checkpoint').read_text())
     assert last == work_dir / 'iter_1.pth'
     assert load_checkpoint(last)['meta']['iter'] == 1  # complete
     assert sorted(p.name for p in work_dir.glob('*.pth')) == ['iter_1.pth']
+    # Group-readable like a plain open() (mkstemp would make it 0600).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert last.stat().st_mode & 0o777 == 0o666 & ~umask
     # The partial bytes are only in a hidden temporary file, which the hook
     # removes when the next run starts (its writer is dead).
     partial = [p for p in work_dir.iterdir() if p.name.endswith('.tmp')]
@@ -177,25 +151,11 @@ def test_kill_inside_mmengines_last_checkpoint_write_is_named(tmp_path):
     ``last_checkpoint`` with a plain ``open`` before ours rewrites it
     atomically; a kill inside that write leaves a partial path, which
     ``--resume`` then refuses in one line instead of loading."""
-    work_dir = kill_during_second_save(tmp_path, 'last_checkpoint',
-                                       atomic=True)
+    work_dir = kill_during_second_save(tmp_path, 'last_checkpoint')
     assert load_checkpoint(work_dir / 'iter_2.pth')['meta']['iter'] == 2
     cfg = Config(dict(resume=True, load_from=None, work_dir=str(work_dir)))
     with pytest.raises(PreflightError, match='last_checkpoint.*delete'):
         check_checkpoint_flags(cfg)
-
-
-@pytest.mark.parametrize('slow_name', ['iter_2.pth', 'last_checkpoint'])
-def test_kill_during_upstream_save_corrupts(tmp_path, slow_name):
-    """With mmengine's hook and backend the same kill corrupts the file
-    (what the test above guards against)."""
-    work_dir = kill_during_second_save(tmp_path, slow_name, atomic=False)
-    if slow_name == 'iter_2.pth':
-        with pytest.raises(CheckpointError, match='iter_2.pth'):
-            load_checkpoint(work_dir / 'iter_2.pth')
-    else:
-        last = (work_dir / 'last_checkpoint').read_text()
-        assert not Path(last).is_file(), last
 
 
 # --- pre-flight errors -------------------------------------------------------
@@ -240,33 +200,23 @@ def test_missing_data_named_with_its_config_key(small_config, key, value,
         check_data(cfg, split)
 
 
-def test_missing_pretrained_checkpoint(small_config):
-    """A local ImageNet checkpoint (the --cfg-options alternative to the
-    release URL) that is not there is named, with how to do without."""
-    cfg = Config.fromfile(small_config)
-    cfg.model.backbone.init_cfg = dict(
-        type='Pretrained', checkpoint='checkpoints/gcvit_1k_tiny.pth.tar')
-    with pytest.raises(PreflightError) as caught:
-        check_pretrained(cfg)
-    for text in ('checkpoints/gcvit_1k_tiny.pth.tar',
-                 'model.backbone.init_cfg.checkpoint',
-                 '--cfg-options model.backbone.init_cfg=None'):
-        assert text in str(caught.value)
-
-
-def test_resume_from_missing_checkpoint(small_config, tmp_path):
-    rc, output = run_tool([TRAIN, small_config, '--work-dir', tmp_path / 'w',
-                           '--resume', tmp_path / 'w' / 'epoch_3.pth'],
-                          cwd=tmp_path)
-    assert_one_line_error(rc, output, 'epoch_3.pth', '--resume',
-                          'does not exist', '--resume alone')
-
-
-def test_auto_resume_with_dangling_last_checkpoint(tmp_path):
-    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_8.pth'))
-    cfg = Config(dict(resume=True, load_from=None, work_dir=str(tmp_path)))
-    with pytest.raises(PreflightError,
-                       match='iter_8.pth named by .*last_checkpoint.*delete'):
+@pytest.mark.parametrize('resume,load_from,last,message', [
+    (False, 'epoch_3.pth', None, 'epoch_3.pth named by load_from .*'
+     r'pass an existing \.pth'),
+    (True, 'epoch_3.pth', None, 'epoch_3.pth named by --resume does not '
+     'exist: .*--resume alone'),
+    (True, None, b'iter_8.pth', 'iter_8.pth named by .*last_checkpoint.*'
+     'delete'),
+    (True, None, b'\xff\xfe\x00garbage', 'last_checkpoint.*not the text '
+     'path of a checkpoint.*delete'),
+])
+def test_checkpoint_flags_name_what_is_missing(tmp_path, resume, load_from,
+                                               last, message):
+    if last is not None:
+        (tmp_path / 'last_checkpoint').write_bytes(last)
+    cfg = Config(dict(resume=resume, work_dir=str(tmp_path), load_from=(
+        load_from and str(tmp_path / load_from))))
+    with pytest.raises(PreflightError, match=message):
         check_checkpoint_flags(cfg)
 
 

@@ -1,18 +1,13 @@
 """Downloading checkpoints into a per-URL cache, with a hostile server in
-mind.
-
-A URL's file goes to ``<cache>/<sha256(URL)[:16]>/<its file name>``
-(``$MMGCVIT_CACHE``, else ``<torch hub dir>/mmgcvit``), so two hosts serving
-``model.pth`` never share an entry. A download has a total deadline
-(``$MMGCVIT_DOWNLOAD_TIMEOUT`` seconds, default 3600) and a size cap
-(``$MMGCVIT_DOWNLOAD_MAX_BYTES``, default 8 GiB); redirects are followed to
-http(s) only; the cache folder is never a symlink (a shared cache where
-someone planted one must not make us write or delete elsewhere); the
-partial file is removed on any error, on SIGTERM and, after a SIGKILL, by
-the next download into that folder. A file name carrying a hash, as release
-files do (``name-<sha256 prefix>.pth``: 6 to 64 hex digits, either case, at
-least one a-f, so a date is none), is checked on every load. Messages show
-URLs without their query, fragment or user info (tokens live there).
+mind: ``<cache>/<sha256(URL)[:16]>/<file name>`` (``$MMGCVIT_CACHE``, else
+``<torch hub dir>/mmgcvit``); a total deadline
+(``$MMGCVIT_DOWNLOAD_TIMEOUT`` s, default 3600) and a size cap
+(``$MMGCVIT_DOWNLOAD_MAX_BYTES``, default 8 GiB); redirects to http(s)
+only; no symlinked cache entry is followed; partial files go on any error,
+on SIGTERM, and (after a SIGKILL) at the next download into the folder. A
+name carrying a hash as release files do (``name-<sha256 prefix>.pth``: 6
+to 64 hex digits, either case, one a-f at least, so a date is none) is
+checked. Messages show URLs without query, fragment or user info (tokens).
 """
 import hashlib
 import os
@@ -43,6 +38,8 @@ _HASH_IN_NAME = re.compile(r'-((?=[0-9]*[a-fA-F])[0-9a-fA-F]{6,64})\.')
 _CHUNK = 1 << 20
 # Seconds one socket read may wait, within the total deadline.
 _READ_TIMEOUT = 60
+_LOCAL = ('or download it yourself and pass the local path (e.g. '
+          '--cfg-options model.backbone.init_cfg.checkpoint=PATH)')
 
 
 def is_url(source):
@@ -69,24 +66,15 @@ def _setting(name, default):
                               ) from None
 
 
-def cache_dir():
-    """Where downloaded checkpoints are kept."""
-    return os.environ.get('MMGCVIT_CACHE') or osp.join(
-        torch.hub.get_dir(), 'mmgcvit')
-
-
 def cached_path(url):
     """The cache file of ``url``: a folder per URL, the URL's file name
     reduced to a plain one (never ``..`` or a path)."""
     name = osp.basename(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
     name = re.sub(r'[^A-Za-z0-9._-]', '_', name).lstrip('.')
-    key = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return osp.join(cache_dir(), key, name or 'checkpoint')
-
-
-def _local_alternative():
-    return ('or download it yourself and pass the local path (e.g. '
-            '--cfg-options model.backbone.init_cfg.checkpoint=PATH)')
+    return osp.join(
+        os.environ.get('MMGCVIT_CACHE')
+        or osp.join(torch.hub.get_dir(), 'mmgcvit'),
+        hashlib.sha256(url.encode()).hexdigest()[:16], name or 'checkpoint')
 
 
 def _own_folder(path, url):
@@ -117,7 +105,7 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
                 f'{display_url(req.full_url)} redirects to a '
                 f'{urllib.parse.urlsplit(newurl).scheme or "non-http"} URL, '
                 'which mmgcvit does not follow: use an http(s) URL, '
-                f'{_local_alternative()}.')
+                f'{_LOCAL}.')
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -142,30 +130,24 @@ def _sigterm_as_exit():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _length(response, url):
-    value = response.headers.get('Content-Length')
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise CheckpointError(
-            f'{display_url(url)} answered with Content-Length {value!r}, not '
-            f'a size: check the URL, {_local_alternative()}.')
-    return int(value)
-
-
 def _fetch(url, path):
     shown = display_url(url)
     deadline = _setting('MMGCVIT_DOWNLOAD_TIMEOUT', 3600)
     cap = _setting('MMGCVIT_DOWNLOAD_MAX_BYTES', 8 << 30)
     too_big = (f'checkpoint {shown} is larger than MMGCVIT_DOWNLOAD_MAX_BYTES'
                f'={cap:g} bytes: raise the limit if you expect such a file, '
-               f'{_local_alternative()}.')
+               f'{_LOCAL}.')
     start = time.monotonic()
     try:
         with _sigterm_as_exit(), _OPENER.open(
                 url, timeout=min(_READ_TIMEOUT, deadline)) as r, \
                 atomic_open(path, 'wb') as f:
-            expected = _length(r, url)
+            expected = r.headers.get('Content-Length')
+            if expected is not None and not expected.isdigit():
+                raise CheckpointError(
+                    f'{shown} answered with Content-Length {expected!r}, '
+                    f'not a size: check the URL, {_LOCAL}.')
+            expected = expected and int(expected)
             if expected is not None and expected > cap:
                 raise CheckpointError(too_big)
             size = 0
@@ -179,7 +161,7 @@ def _fetch(url, path):
                     raise CheckpointError(
                         f'download of checkpoint {shown} took longer than '
                         f'MMGCVIT_DOWNLOAD_TIMEOUT={deadline:g} s: raise it '
-                        f'for a slow network, {_local_alternative()}.')
+                        f'for a slow network, {_LOCAL}.')
                 f.write(block)
             # http.client returns a connection cut mid-body as a short
             # read, not an error.
@@ -187,19 +169,19 @@ def _fetch(url, path):
                 raise CheckpointError(
                     f'download of checkpoint {shown} stopped after {size} of '
                     f'{expected} bytes: run again to download it anew, '
-                    f'{_local_alternative()}.')
+                    f'{_LOCAL}.')
     except urllib.error.HTTPError as err:
         what = 'not found at' if err.code == 404 else 'refused by'
         raise CheckpointError(
             f'checkpoint {what} {shown} (HTTP {err.code}): check the URL, '
-            f'{_local_alternative()}.') from None
+            f'{_LOCAL}.') from None
     except (urllib.error.URLError, OSError, ValueError) as err:
         if isinstance(err, CheckpointError):
             raise
         reason = getattr(err, 'reason', err)
         raise CheckpointError(
             f'cannot download checkpoint {shown} ({type(reason).__name__}): '
-            f'check the network or proxy, {_local_alternative()}.') from None
+            f'check the network or proxy, {_LOCAL}.') from None
 
 
 def _check_hash(path, url):

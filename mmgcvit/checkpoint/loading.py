@@ -1,20 +1,11 @@
 """The one path by which mmgcvit, its tools and (through mmengine's
-``CheckpointLoader``) mmdet's and mmseg's own tools read checkpoints.
-
-:func:`load_checkpoint` takes a local file or an ``http(s)://`` URL. Pickled
-checkpoints are read by :mod:`mmgcvit.checkpoint.reader`, safetensors files
-by safetensors. URLs are downloaded once into a cache keyed by the whole URL
-(:mod:`mmgcvit.checkpoint.download`). Failures raise
+``CheckpointLoader``, for local paths and http(s) URLs) mmdet's and mmseg's
+own tools read checkpoints: pickles through :mod:`.reader`, safetensors
+through safetensors, URLs through :mod:`.download`'s cache. Failures raise
 :class:`CheckpointError` with one line naming the problem and the fix.
-
-``import mmgcvit`` registers :func:`load_from_mmgcvit` for local paths and
-http(s) URLs with mmengine's public ``CheckpointLoader.register_scheme``,
-so ``load_from``, ``--resume``, the test checkpoint and ``init_cfg`` read
-through it in every tool.
 """
 import os
 import os.path as osp
-import pickle
 import zipfile
 
 import torch
@@ -30,31 +21,11 @@ TRUST_VARIABLE = 'MMGCVIT_TRUST_CHECKPOINT'
 # them under `state_dict` and the EMA copy under `state_dict_ema`; its
 # validate.py evaluates the plain `state_dict`, so that one is preferred.
 WEIGHT_KEYS = ('state_dict', 'state_dict_ema', 'model', 'module')
-# Names shown when a checkpoint has non-finite weights; more are counted.
-_MAX_NAMES = 5
 
 
 def _first_line(err):
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def _corrupt(source, err):
-    return CheckpointError(
-        f'cannot read checkpoint {source} ({type(err).__name__}: '
-        f'{_first_line(err)}): it is not a torch checkpoint, or it is '
-        'truncated or corrupt; download or write it again.')
-
-
-def _read_safetensors(path, source, map_location):
-    from safetensors.torch import load_file
-    try:
-        return load_file(path, device=str(map_location or 'cpu'))
-    except Exception as err:  # safetensors raises its own error types
-        raise CheckpointError(
-            f'cannot read safetensors checkpoint {source} '
-            f'({_first_line(err)}): the file is truncated or corrupt; '
-            'download or convert it again.') from None
 
 
 def _forced_weights_only():
@@ -68,7 +39,14 @@ def _read(path, source, map_location):
         raise CheckpointError(f'checkpoint {source} is an empty file: '
                               'download or write it again.')
     if path.endswith('.safetensors'):
-        return _read_safetensors(path, source, map_location)
+        from safetensors.torch import load_file
+        try:
+            return load_file(path, device=str(map_location or 'cpu'))
+        except Exception as err:  # safetensors raises its own error types
+            raise CheckpointError(
+                f'cannot read safetensors checkpoint {source} '
+                f'({_first_line(err)}): the file is truncated or corrupt; '
+                'download or convert it again.') from None
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f'checkpoint {source} is not a torch zip archive: it is '
@@ -83,7 +61,7 @@ def _read(path, source, map_location):
         return reader.materialise(
             torch.load(path, map_location=map_location, weights_only=False,
                        pickle_module=reader))
-    except reader.RefusedError as err:
+    except reader.Refused as err:
         raise CheckpointError(
             f'checkpoint {source} holds {err}, which is not a tensor or '
             'plain value, so mmgcvit does not unpickle it (unpickling can '
@@ -94,8 +72,11 @@ def _read(path, source, map_location):
         raise CheckpointError(
             f'checkpoint {source} nests its values too deeply to be a '
             'checkpoint: download or write it again.') from None
-    except (pickle.UnpicklingError, Exception) as err:
-        raise _corrupt(source, err) from None
+    except Exception as err:  # whatever a damaged archive makes torch raise
+        raise CheckpointError(
+            f'cannot read checkpoint {source} ({type(err).__name__}: '
+            f'{_first_line(err)}): it is not a torch checkpoint, or it is '
+            'truncated or corrupt; download or write it again.') from None
 
 
 def load_checkpoint(source, map_location='cpu'):
@@ -131,7 +112,7 @@ def state_dict_of(checkpoint):
     return checkpoint
 
 
-def name_list(names, limit=_MAX_NAMES):
+def name_list(names, limit=5):
     """``names`` joined for a one-line message: the first ``limit``, the
     rest counted."""
     more = len(names) - limit
@@ -162,9 +143,8 @@ def check_finite(state_dict, source):
 
 
 def load_from_mmgcvit(filename, map_location=None, *args, **kwargs):
-    """mmengine ``CheckpointLoader`` scheme: :func:`load_checkpoint`, with
-    non-finite weights refused."""
-    # mmengine logs "Loads checkpoint by <name minus load_from_> backend".
+    """mmengine ``CheckpointLoader`` scheme (logged as the "mmgcvit
+    backend"): :func:`load_checkpoint`, non-finite weights refused."""
     checkpoint = load_checkpoint(filename, map_location)
     if not isinstance(checkpoint, dict):
         raise CheckpointError(

@@ -1,31 +1,21 @@
 """A restricted unpickler for torch checkpoints, used as ``torch.load``'s
-``pickle_module``: torch reads the zip archive and the tensor storages,
-this module decides what the pickle may build.
+``pickle_module``: torch reads the zip archive and the storages, this module
+decides what the pickle may build.
 
-Why not torch's own ``weights_only`` with an allow-list: mmengine and NVlabs
-checkpoints also hold numpy arrays and scalars, ``HistoryBuffer`` logs and
-``argparse.Namespace`` training arguments, and every way to admit them to
-torch's unpickler hands the file real numpy / Python objects to rebuild,
-which is how a crafted file frees memory a tensor still points to or swaps
-an object's class. The allow-list is also process-global, so admitting
-anything, even for the length of a ``with`` block, changes what every other
-``torch.load`` in the process (any thread) accepts.
-
-Here nothing from the file reaches a general-purpose object:
-
-* names resolve through one table (:data:`_GLOBALS`) of builders we wrote
-  or of constructors that only take plain values; every other name is
-  refused;
-* numpy arrays and scalars, ``HistoryBuffer`` and ``Namespace`` are built
-  as inert stand-ins whose state is checked, and turned into fresh real
-  objects (copies of the checked bytes, public constructors) only after
-  the whole pickle has been read, so no real numpy object exists while
-  the file's opcodes run, nothing can alias one and no state is applied
-  twice: every object is BUILT at most once;
-* BUILD, REDUCE, NEWOBJ, APPEND(S), SETITEM(S) and ADDITEMS act only on the
-  types they are meant for; INST, OBJ and the EXT opcodes are refused;
-* a tensor may not read more elements than its storage holds (no
-  zero-stride or overlapping views that multiply memory).
+mmengine and NVlabs checkpoints also hold numpy arrays and scalars,
+``HistoryBuffer`` logs and ``argparse.Namespace`` arguments; admitting them
+to torch's ``weights_only`` allow-list hands the file real numpy / Python
+objects to rebuild (how a crafted file frees memory a tensor still points
+to, or swaps an object's class), and changes what every ``torch.load`` in
+the process accepts. Here names resolve through one table
+(:data:`_GLOBALS`) of builders we wrote or constructors of plain values;
+numpy arrays and scalars, ``HistoryBuffer`` and ``Namespace`` become inert
+stand-ins whose state is checked and which are turned into fresh real
+objects (copies of the checked bytes) only after the whole pickle was read,
+so nothing can alias one and every object is BUILT at most once; BUILD,
+REDUCE, NEWOBJ and the item opcodes act only on the types meant for them;
+INST, OBJ and EXT are refused; no tensor may claim more elements than its
+storage holds.
 """
 import _compat_pickle
 import argparse
@@ -37,17 +27,13 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
-__all__ = ['Unpickler', 'load', 'materialise', 'RefusedError']
+__all__ = ['Unpickler', 'load', 'materialise', 'Refused']
 
 _NUMERIC_KINDS = 'biufc'
 
 
-class RefusedError(pickle.UnpicklingError):
+class Refused(pickle.UnpicklingError):
     """The pickle asks for something this reader does not build."""
-
-
-def _refuse(message):
-    return RefusedError(message)
 
 
 # -- stand-ins ---------------------------------------------------------------
@@ -81,7 +67,7 @@ class _Dtype(_StandIn):
         if not (isinstance(state, tuple) and len(state) == 8
                 and state[0] == 3 and state[1] in ('<', '>', '|', '=')
                 and state[2:] == (None, None, None, -1, -1, 0)):
-            raise _refuse(f'a numpy dtype state {state!r} that is not a '
+            raise Refused(f'a numpy dtype state {state!r} that is not a '
                           'plain numeric type')
         if state[1] in ('<', '>'):
             self.dtype = self.dtype.newbyteorder(state[1])
@@ -90,14 +76,14 @@ class _Dtype(_StandIn):
 
 def _numpy_dtype(spec, align=False, copy=True):
     if type(spec) is not str:
-        raise _refuse(f'numpy dtype spec {spec!r}')
+        raise Refused(f'numpy dtype spec {spec!r}')
     try:
         dtype = np.dtype(spec)
     except TypeError:
-        raise _refuse(f'numpy dtype spec {spec!r}') from None
+        raise Refused(f'numpy dtype spec {spec!r}') from None
     if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None \
             or dtype.subdtype is not None or dtype.hasobject:
-        raise _refuse(f'numpy dtype {dtype} (only numeric dtypes are read)')
+        raise Refused(f'numpy dtype {dtype} (only numeric dtypes are read)')
     obj = _new_stand_in(_Dtype)
     obj.dtype = dtype
     return obj
@@ -105,13 +91,13 @@ def _numpy_dtype(spec, align=False, copy=True):
 
 def _dtype_of(desc):
     if type(desc) is not _Dtype:
-        raise _refuse(f'{type(desc).__name__} where a numpy dtype belongs')
+        raise Refused(f'{type(desc).__name__} where a numpy dtype belongs')
     return desc.dtype
 
 
 def _checked_bytes(data, count, dtype):
     if type(data) is not bytes or len(data) != count * dtype.itemsize:
-        raise _refuse(f'{type(data).__name__} where {count} {dtype} values '
+        raise Refused(f'{type(data).__name__} where {count} {dtype} values '
                       'belong')
     return data
 
@@ -131,7 +117,7 @@ class _Array(_StandIn):
                 and state[0] == 1 and isinstance(state[1], tuple)
                 and all(type(n) is int and n >= 0 for n in state[1])
                 and type(state[3]) is bool):
-            raise _refuse('a numpy array state that is not (1, shape, '
+            raise Refused('a numpy array state that is not (1, shape, '
                           'dtype, fortran_order, bytes)')
         _, shape, desc, fortran, data = state
         dtype = _dtype_of(desc)
@@ -146,7 +132,7 @@ class _Array(_StandIn):
 
 def _numpy_reconstruct(cls, shape, typecode):
     if cls is not _NdarrayName or shape != (0, ) or typecode != b'b':
-        raise _refuse('a numpy _reconstruct that is not a plain array')
+        raise Refused('a numpy _reconstruct that is not a plain array')
     return _new_stand_in(_Array)
 
 
@@ -165,7 +151,7 @@ class _Namespace(_StandIn):
     def build(self, state):
         if not isinstance(state, dict) or not all(
                 type(key) is str for key in state):
-            raise _refuse('an argparse.Namespace state that is not a dict '
+            raise Refused('an argparse.Namespace state that is not a dict '
                           'of names')
         self.state = state
 
@@ -191,13 +177,13 @@ class _HistoryBuffer(_StandIn):
         if not isinstance(state, dict) or not (
                 _HISTORY_FIELDS <= set(state) <=
                 _HISTORY_FIELDS | {'statistics_methods'}):
-            raise _refuse('a HistoryBuffer state with other fields than '
+            raise Refused('a HistoryBuffer state with other fields than '
                           f'{sorted(_HISTORY_FIELDS)}')
         methods = state.get('statistics_methods', {})
         if not isinstance(methods, dict) or not all(
                 type(m) is _StatisticsMethod and m.name == name
                 for name, m in methods.items()):
-            raise _refuse("HistoryBuffer statistics methods that are not "
+            raise Refused("HistoryBuffer statistics methods that are not "
                           "mmengine's own")
         max_length = state['max_length']
         logs, counts = state['_log_history'], state['_count_history']
@@ -205,7 +191,7 @@ class _HistoryBuffer(_StandIn):
                 type(a) is _Array and a.state is not None
                 and len(a.state[0]) == 1 for a in (logs, counts)) \
                 or logs.state[0] != counts.state[0]:
-            raise _refuse('a HistoryBuffer whose length or histories are '
+            raise Refused('a HistoryBuffer whose length or histories are '
                           'not a positive int and two 1-D arrays of one '
                           'length')
         self.state = (logs, counts, max_length)
@@ -216,32 +202,32 @@ def _history_getattr(obj, name):
     # this process's mmengine, whatever the file says.
     if obj is not _HistoryBuffer or type(name) is not str \
             or not name.isidentifier():
-        raise _refuse(f'getattr(..., {name!r}): only HistoryBuffer '
+        raise Refused(f'getattr(..., {name!r}): only HistoryBuffer '
                       'statistics methods are read')
     method = _StatisticsMethod()
     method.name = name
     return method
 
 
-# -- tensors -------------------------------------------------------------------
+# -- tensors -----------------------------------------------------------------
 
 
 def _ints(values, what):
     if not isinstance(values, tuple) or not all(
             type(v) is int and v >= 0 for v in values):
-        raise _refuse(f'tensor {what} {values!r}')
+        raise Refused(f'tensor {what} {values!r}')
     return values
 
 
 def _rebuild_tensor(storage, offset, size, stride, requires_grad,
                     backward_hooks, metadata=None):
     if not isinstance(storage, torch.storage.TypedStorage):
-        raise _refuse(f'a tensor over {type(storage).__name__}, not a '
+        raise Refused(f'a tensor over {type(storage).__name__}, not a '
                       'storage of the file')
     size, stride = _ints(size, 'size'), _ints(stride, 'stride')
     if type(offset) is not int or offset < 0 or len(size) != len(stride) \
             or type(requires_grad) is not bool or backward_hooks or metadata:
-        raise _refuse('a tensor with unusual offset, hooks or metadata')
+        raise Refused('a tensor with unusual offset, hooks or metadata')
     # torch.set_ checks that the view stays inside the storage.
     tensor = torch._utils._rebuild_tensor_v2(storage, offset, size, stride,
                                              requires_grad, backward_hooks)
@@ -251,7 +237,7 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad,
     if tensor.numel() * tensor.element_size() > \
             tensor.untyped_storage().nbytes() or any(
                 s == 0 for n, s in zip(size, stride) if n > 1):
-        raise _refuse(f'a tensor of {tensor.numel()} elements over '
+        raise Refused(f'a tensor of {tensor.numel()} elements over '
                       f'{tensor.untyped_storage().nbytes()} stored bytes '
                       '(zero or overlapping strides)')
     return tensor
@@ -260,7 +246,7 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad,
 def _rebuild_parameter(data, requires_grad, backward_hooks):
     if type(data) is not torch.Tensor or type(requires_grad) is not bool \
             or backward_hooks:
-        raise _refuse('a Parameter that is not a plain tensor')
+        raise Refused('a Parameter that is not a plain tensor')
     return torch.nn.Parameter(data, requires_grad)
 
 
@@ -271,13 +257,13 @@ def _torch_size(values=()):
 def _latin1_bytes(text, encoding='latin1'):
     # How protocol 2 pickles `bytes`.
     if type(text) is not str or encoding not in ('latin1', 'latin-1'):
-        raise _refuse('_codecs.encode of something other than latin-1 text')
+        raise Refused('_codecs.encode of something other than latin-1 text')
     return text.encode('latin1')
 
 
 def _device(spec, index=None):
     if type(spec) is not str or index is not None and type(index) is not int:
-        raise _refuse(f'torch.device{(spec, index)!r}')
+        raise Refused(f'torch.device{(spec, index)!r}')
     return torch.device(spec) if index is None else torch.device(spec, index)
 
 
@@ -342,27 +328,27 @@ class Unpickler(pickle._Unpickler):
         try:
             return _GLOBALS[module, name]
         except (KeyError, TypeError):
-            raise _refuse(f'{module}.{name}') from None
+            raise Refused(f'{module}.{name}') from None
 
     def _load_reduce(self):
         args = self.stack.pop()
         func = self.stack[-1]
         if id(func) not in _CALLABLES or type(args) is not tuple:
-            raise _refuse(f'a call of {type(func).__name__}')
+            raise Refused(f'a call of {type(func).__name__}')
         self.stack[-1] = func(*args)
 
     def _load_newobj(self):
         args = self.stack.pop()
         cls = self.stack.pop()
         if cls not in _NEWOBJ_TYPES or args:
-            raise _refuse(f'instantiating {getattr(cls, "__name__", cls)}')
+            raise Refused(f'instantiating {getattr(cls, "__name__", cls)}')
         self.append(_new_stand_in(cls))
 
     def _load_build(self):
         state = self.stack.pop()
         inst = self.stack[-1]
         if id(inst) in self._built:
-            raise _refuse(f'a second BUILD of one {type(inst).__name__}')
+            raise Refused(f'a second BUILD of one {type(inst).__name__}')
         self._built[id(inst)] = inst  # kept alive: ids stay unique
         if isinstance(inst, _StandIn):
             inst.build(state)
@@ -372,7 +358,7 @@ class Unpickler(pickle._Unpickler):
             # torch's state dicts carry `_metadata` as an attribute.
             inst.__dict__.update(state)
         else:
-            raise _refuse(f'BUILD of a {type(inst).__name__}')
+            raise Refused(f'BUILD of a {type(inst).__name__}')
 
     def _load_append(self):
         value = self.stack.pop()
@@ -401,11 +387,11 @@ class Unpickler(pickle._Unpickler):
         target = self.stack[-1]
         if type(target) not in (types if isinstance(types, tuple) else
                                 (types, )):
-            raise _refuse(f'adding items to a {type(target).__name__}')
+            raise Refused(f'adding items to a {type(target).__name__}')
         return target
 
     def _refused_opcode(self):
-        raise _refuse('a pickle opcode that builds arbitrary objects (INST, '
+        raise Refused('a pickle opcode that builds arbitrary objects (INST, '
                       'OBJ, EXT)')
 
     for _code, _method in (
@@ -439,7 +425,7 @@ def materialise(obj):
             return memo[key]
         if isinstance(value, _StandIn):
             if value.state is None and not isinstance(value, _Dtype):
-                raise _refuse(f'a {value.kind} that was never given its '
+                raise Refused(f'a {value.kind} that was never given its '
                               'state')
             memo[key] = out = _REAL[type(value)](value, real)
         elif type(value) in _DICTS:

@@ -1,7 +1,6 @@
-"""Runner components (OpenMMLab's ``engine``) that our configs select,
-registered under the ``mmgcvit`` scope (``type='mmgcvit.<Name>'``), and the
-atomic file backend ``'mmgcvit_atomic'``. Importing this package registers
-them; the configs import it (``custom_imports``), so every tool gets them."""
+"""Runner components our configs select (``type='mmgcvit.<Name>'``) and
+the atomic file backend ``'mmgcvit_atomic'``, registered on import (the
+configs' ``custom_imports``), so every tool gets them."""
 from .checkpoint_contents import PlainCheckpointHook
 from .checkpoint_writes import AtomicCheckpointHook, AtomicLocalBackend
 from .errors import (ONE_LINE_ERRORS, EvaluationError, PreflightError,

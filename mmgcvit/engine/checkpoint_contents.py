@@ -1,13 +1,10 @@
 """Checkpoints that hold only tensors and plain Python values.
 
 mmengine pickles its ``MessageHub`` into every checkpoint: ``HistoryBuffer``
-objects with numpy arrays, and numpy scalars among the logged values. torch's
-stock ``torch.load(weights_only=True)`` refuses both, so such a file can only
-be read by admitting numpy to torch's allow-list (unsafe: see
-docs/security.md) or by mmgcvit's restricted reader. ``PlainCheckpointHook``
-writes them as plain values instead and turns them back into
-``HistoryBuffer`` objects when a run loads the checkpoint, before mmengine's
-``resume`` reads the message hub.
+objects with numpy arrays, and numpy scalars. torch's stock
+``torch.load(weights_only=True)`` refuses both; ``PlainCheckpointHook``
+writes them as plain values and turns them back into ``HistoryBuffer``
+objects before mmengine's ``resume`` reads the message hub.
 """
 import copy
 
@@ -54,7 +51,7 @@ def _history_buffers(log_scalars):
 
 @HOOKS.register_module()
 class PlainCheckpointHook(Hook):
-    """Save the checkpoint's contents as tensors and plain values (so the file loads with torch's stock ``weights_only=True``) and restore
+    """Save the checkpoint's contents as tensors and plain values; restore
     the message hub's ``HistoryBuffer`` objects on loading."""
 
     # Last on saving: after every hook that adds to the checkpoint.

@@ -1,19 +1,10 @@
 """Atomic checkpoint and ``last_checkpoint`` writes, as components a config
-selects.
-
-mmengine writes a checkpoint by opening its final path and writing into it
-(``LocalBackend.put``), and ``CheckpointHook`` then writes
-``last_checkpoint`` with a plain ``open(path, 'w')``: a job killed during
-either write leaves a truncated ``.pth`` under the final name, or an empty
-``last_checkpoint``, which ``--resume`` then loads.
-
-- ``AtomicLocalBackend``, registered with mmengine's file backends as
-  ``'mmgcvit_atomic'`` and chosen by
-  ``default_hooks.checkpoint.backend_args=dict(backend='mmgcvit_atomic')``,
-  writes through :func:`mmgcvit.utils.fileio.atomic_open`;
-- ``AtomicCheckpointHook`` (``default_hooks.checkpoint.type``) rewrites
-  ``last_checkpoint`` atomically right after mmengine's hook wrote it, and
-  removes the partial files of killed writes before training.
+selects: mmengine writes a checkpoint into its final path
+(``LocalBackend.put``) and ``last_checkpoint`` with a plain ``open``, so a
+job killed mid-write leaves a truncated ``.pth`` or ``last_checkpoint``
+that ``--resume`` then loads. The file backend ``'mmgcvit_atomic'``
+(``default_hooks.checkpoint.backend_args``) and ``AtomicCheckpointHook``
+write through :func:`mmgcvit.utils.fileio.atomic_open`.
 """
 import logging
 import os.path as osp

@@ -9,14 +9,10 @@ from mmgcvit.registry import OPTIM_WRAPPER_CONSTRUCTORS
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class PlainDictOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """``DefaultOptimWrapperConstructor`` whose optimizer holds its param
-    groups as plain dicts.
-
-    With a ``paramwise_cfg`` the default one hands the optimizer its groups
-    inside the config's ``ConfigDict``, which turns them into ConfigDicts
-    too; dynamo cannot trace an optimizer step over such dict subclasses
+    groups as plain dicts: with a ``paramwise_cfg`` the default one leaves
+    them ConfigDicts, over which dynamo cannot trace an optimizer step
     (torch 2.14: ``'UserDefinedDictVariable' object has no attribute
-    'items'``), so ``compile=True`` failed at the first step.
-    """
+    'items'``), so ``compile=True`` failed at the first step."""
 
     def __call__(self, model):
         optim_wrapper = super().__call__(model)

@@ -1,14 +1,9 @@
-"""Pre-flight checks: a file a run needs but cannot find is reported in one
-line (the path, the config key or flag to fix) before any work starts.
-
-Without them a missing annotation file surfaces after the model is built,
-from deep inside the dataset class; a missing pre-trained checkpoint after
-the dataset is loaded (COCO: tens of seconds), and a wrong ``--resume`` path
-as a loader error. The resumable train loops (``train_cfg``) call
-:func:`check_training_files` and ``PreflightTestLoop`` (``test_cfg``) checks
-the test data and checkpoint, each before it builds its dataloader, so any
-tool running our configs gets them. Whether the data itself is usable is the
-dataset checker's job (``tools/misc/check_dataset.py``).
+"""Pre-flight checks: a file a run needs but cannot find is named in one line
+(the path, the config key or flag to fix) before any data is loaded, not
+from deep inside the dataset class or the loader after COCO has loaded.
+The resumable train loops call :func:`check_training_files`;
+``PreflightTestLoop`` checks the test data and checkpoint. Whether the data
+itself is usable is the dataset checker's job.
 """
 import os.path as osp
 
@@ -46,14 +41,11 @@ def check_data(cfg, split):
                 _require(osp.join(data_root, prefix),
                          f'{key}.data_prefix.{name}')
     evaluators = cfg.get(f'{split}_evaluator') or []
-    if isinstance(evaluators, dict):
-        evaluators = [(f'{split}_evaluator', evaluators)]
-    else:
-        evaluators = [(f'{split}_evaluator[{i}]', e)
-                      for i, e in enumerate(evaluators)]
-    for key, evaluator in evaluators:
+    single = isinstance(evaluators, dict)
+    for i, evaluator in enumerate([evaluators] if single else evaluators):
         if evaluator.get('ann_file'):
-            _require(evaluator['ann_file'], f'{key}.ann_file')
+            _require(evaluator['ann_file'], f'{split}_evaluator' +
+                     ('' if single else f'[{i}]') + '.ann_file')
 
 
 def unloadable_data(cfg, split, error):
@@ -70,68 +62,30 @@ def unloadable_data(cfg, split, error):
             ('' if split == 'train' else f' --split {split}'))
 
 
-def _pretrained_checkpoints(node, key):
-    """``(key of the path, key that disables the loading, path)`` of every
-    pre-trained checkpoint the model's ``init_cfg`` (or mmseg's
-    ``pretrained=``) loads."""
-    if isinstance(node, dict):
-        init_cfg = node.get('init_cfg')
-        items = init_cfg if isinstance(init_cfg, list) else [init_cfg]
-        for i, item in enumerate(items):
-            if isinstance(item, dict) and item.get('type') == 'Pretrained':
-                init_key = f'{key}.init_cfg' + (
-                    f'[{i}]' if isinstance(init_cfg, list) else '')
-                yield (f'{init_key}.checkpoint', init_key,
-                       item.get('checkpoint'))
-        if isinstance(node.get('pretrained'), str):
-            yield (f'{key}.pretrained', f'{key}.pretrained',
-                   node['pretrained'])
-        for name, value in node.items():
-            if name != 'init_cfg':
-                yield from _pretrained_checkpoints(value, f'{key}.{name}')
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            yield from _pretrained_checkpoints(value, f'{key}[{i}]')
-
-
-def check_pretrained(cfg):
-    """The local checkpoints of ``init_cfg=dict(type='Pretrained', ...)``
-    exist (loaded when the runner initialises the weights)."""
-    for key, disable, path in _pretrained_checkpoints(
-            cfg.get('model'), 'model'):
-        if _is_local(path) and not osp.isfile(path):
-            raise PreflightError(
-                f'pre-trained checkpoint {path} does not exist: put it '
-                f'there, set {key} to its path, or train from scratch with '
-                f'--cfg-options {disable}=None.')
-
-
 def check_checkpoint_flags(cfg):
     """``load_from`` / ``--resume PATH`` name existing checkpoints, and
-    ``--resume`` alone finds the one ``last_checkpoint`` points to."""
+    ``--resume`` alone finds the one ``last_checkpoint`` names (mmengine
+    would read a damaged one as a path, or fail to decode it)."""
     load_from = cfg.get('load_from')
-    if cfg.get('resume'):
-        if load_from is None:
-            last = osp.join(cfg.work_dir, 'last_checkpoint')
-            if not osp.isfile(last):
-                return  # mmengine starts from scratch and says so
-            fix = ('pass --resume with an existing checkpoint of '
-                   f'{cfg.work_dir}, or delete {last} to start afresh')
-            with open(last, 'rb') as f:
-                try:
-                    load_from = f.read().decode().strip()
-                except UnicodeDecodeError:
-                    raise PreflightError(
-                        f'{last} (read by --resume without a path) is not '
-                        f'the text path of a checkpoint: {fix}.') from None
-            source = f'{last} (written by --resume without a path)'
-        else:
-            source = '--resume'
-            fix = ('pass an existing .pth, or --resume alone to continue '
-                   "from the work dir's last_checkpoint")
-    else:
-        source = 'load_from (the checkpoint argument of tools/test.py)'
-        fix = 'pass an existing .pth (or --cfg-options load_from=...)'
+    source = 'load_from (the checkpoint argument of tools/test.py)'
+    fix = 'pass an existing .pth (or --cfg-options load_from=...)'
+    if cfg.get('resume') and load_from is None:
+        last = osp.join(cfg.work_dir, 'last_checkpoint')
+        if not osp.isfile(last):
+            return  # mmengine starts from scratch and says so
+        source = f'{last} (read by --resume without a path)'
+        fix = ('pass --resume with an existing checkpoint of '
+               f'{cfg.work_dir}, or delete {last} to start afresh')
+        with open(last, 'rb') as f:
+            try:
+                load_from = f.read().decode().strip()
+            except UnicodeDecodeError:
+                raise PreflightError(f'{source} is not the text path of a '
+                                     f'checkpoint: {fix}.') from None
+    elif cfg.get('resume'):
+        source = '--resume'
+        fix = ('pass an existing .pth, or --resume alone to continue '
+               "from the work dir's last_checkpoint")
     if _is_local(load_from) and not osp.isfile(load_from):
         raise PreflightError(
             f'checkpoint {load_from} named by {source} does not exist: '
@@ -139,10 +93,9 @@ def check_checkpoint_flags(cfg):
 
 
 def check_training_files(runner):
-    """What ``runner.train()`` reads: the checkpoints, the train and val
-    data."""
+    """What ``runner.train()`` reads: checkpoints, train and val data (a
+    missing pre-trained checkpoint is named by the loader)."""
     check_checkpoint_flags(runner.cfg)
-    check_pretrained(runner.cfg)
     check_data(runner.cfg, 'train')
     if runner.cfg.get('val_cfg'):
         check_data(runner.cfg, 'val')
@@ -150,8 +103,8 @@ def check_training_files(runner):
 
 @LOOPS.register_module()
 class PreflightTestLoop(TestLoop):
-    """mmengine's ``TestLoop`` that first checks the checkpoint and the test
-    data exist."""
+    """mmengine's ``TestLoop`` that first checks that the checkpoint and the
+    test data exist."""
 
     def __init__(self, runner, dataloader, *args, **kwargs):
         check_checkpoint_flags(runner.cfg)

@@ -1,37 +1,16 @@
 """Resume interrupted training exactly, mid-epoch included.
 
 mmengine's resume restores weights, optimizer, schedulers and the iteration
-count, but an interrupted and resumed run still trains differently from an
-uninterrupted one with the same seed:
-
-* ``EpochBasedTrainLoop`` restarts the interrupted epoch from its first
-  batch (the checkpoint's ``iter`` is ignored within the epoch), so a run
-  killed after an iteration-based checkpoint trains some batches twice;
-* the random number generators (python, numpy, torch: data augmentation,
-  dropout / drop path, RPN and RoI sampling) are re-seeded at start-up
-  instead of continuing from where the checkpoint was written;
-* validation draws from the same generators, so when it runs (before or
-  after a checkpoint) shifts every later random number.
-
-``ResumableEpochBasedTrainLoop`` / ``ResumableIterBasedTrainLoop`` replay the
-interrupted epoch's data order (``DefaultSampler`` permutes with
-``seed + epoch``) by loading the already trained batches of that epoch
-without training on them, then restore the generator states that
-``RNGStateHook`` saved in the checkpoint, right before the next batch is
-loaded. ``RNGStateHook`` also runs validation on a saved copy of the
-generator states, so validating does not change training.
-
-Exact equality also needs ``randomness=dict(seed=..., deterministic=True)``,
-a single process, and dataloader workers that start from their seed every
-epoch (``num_workers=0`` or ``persistent_workers=False``): persistent
-workers carry their own generator states across epochs, which no checkpoint
-holds. Our configs select these loops (``train_cfg``) and the hook
-(``custom_hooks``), so every tool that runs them resumes exactly. The loops
-also run the pre-flight checks (:mod:`mmgcvit.engine.preflight`) before
-they build the dataloader.
-
-The generator states are saved as plain values (numpy's key as a list), so
-that the checkpoints load with torch's ``weights_only=True``.
+count, but ``EpochBasedTrainLoop`` restarts the interrupted epoch from its
+first batch, the generators (augmentation, drop path, RPN / RoI sampling)
+are re-seeded instead of continued, and validation draws from them too.
+The loops below replay the interrupted epoch's data order (``DefaultSampler``
+permutes with ``seed + epoch``) by loading its trained batches without
+training on them, then restore the generator states ``RNGStateHook`` saved,
+right before the next batch is loaded; the hook also runs validation on a
+saved copy of the states. Exactness also needs a seed with
+``deterministic=True``, one process, and workers that restart every epoch
+(persistent workers carry generator states no checkpoint holds).
 """
 import logging
 import random
@@ -50,9 +29,8 @@ RNG_STATE_KEY = 'rng_state'
 
 
 def get_rng_state():
-    """The python, numpy, torch (and CUDA) generator states, as values that
-    ``torch.load(weights_only=True)`` reads (tuples, lists, numbers,
-    strings, tensors)."""
+    """The python, numpy, torch (and CUDA) generator states, as plain values
+    (numpy's key as a list) that ``torch.load(weights_only=True)`` reads."""
     kind, key, pos, has_gauss, cached_gaussian = np.random.get_state()
     return dict(
         python=random.getstate(),
@@ -74,8 +52,8 @@ def set_rng_state(state):
 
 @HOOKS.register_module()
 class RNGStateHook(Hook):
-    """Save the generator states in checkpoints, hand them to the resumable
-    loops after a resume, and keep validation from consuming them."""
+    """Save the generator states in checkpoints, keep the resumed ones for
+    the resumable loops, and keep validation from consuming them."""
 
     def __init__(self):
         self.resumed_state = None
@@ -86,18 +64,6 @@ class RNGStateHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint):
         self.resumed_state = checkpoint.get(RNG_STATE_KEY)
-
-    def restore_resumed_state(self):
-        """Continue the generators from the resumed checkpoint."""
-        if self.resumed_state is None:
-            print_log(
-                f'The resumed checkpoint has no {RNG_STATE_KEY!r} (written '
-                'without RNGStateHook): random augmentation / sampling from '
-                'here on differs from an uninterrupted run.',
-                logger='current', level=logging.WARNING)
-            return
-        set_rng_state(self.resumed_state)
-        self.resumed_state = None
 
     def before_val(self, runner):
         self._train_state = get_rng_state()
@@ -128,36 +94,30 @@ class _ResumeRNGMixin:
         self._rng_pending = False
         if not self._iter:
             return  # a fresh run, not a resume
-        hooks = [h for h in self.runner.hooks if isinstance(h, RNGStateHook)]
-        if hooks:
-            hooks[0].restore_resumed_state()
-        else:
-            print_log(
-                'Resumed without RNGStateHook: data order and weights are '
-                'restored, but random augmentation / sampling from here on '
-                'differs from an uninterrupted run; add '
-                "custom_hooks=[dict(type='mmgcvit.RNGStateHook')].",
-                logger='current', level=logging.WARNING)
+        states = [h.resumed_state for h in self.runner.hooks
+                  if isinstance(h, RNGStateHook)]
+        if states and states[0] is not None:
+            set_rng_state(states[0])
+            return
+        print_log(
+            'Resumed without generator states (no mmgcvit.RNGStateHook when '
+            'the checkpoint was written or now): data order and weights are '
+            'restored, but random augmentation / sampling from here on '
+            'differs from an uninterrupted run; add '
+            "custom_hooks=[dict(type='mmgcvit.RNGStateHook')].",
+            logger='current', level=logging.WARNING)
 
 
-class _RestoreRNGBeforeFetch:
-    """Dataloader iterator of ``ResumableIterBasedTrainLoop``: the loop
-    replays ``loop.iter`` trained batches on resume; the generators are
-    restored before the next one is loaded."""
-
-    def __init__(self, iterator, loop):
-        self._iterator = iterator
-        self._loop = loop
-        self._fetched = 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._fetched == self._loop.iter:
-            self._loop._restore_rng_once()
-        self._fetched += 1
-        return next(self._iterator)
+def _restore_rng_before_fetch(iterator, loop):
+    """The batches of ``ResumableIterBasedTrainLoop``: the loop replays
+    ``loop.iter`` trained batches on resume; the generators are restored
+    before the next one is loaded (mmengine's iterator never ends)."""
+    fetched = 0
+    while True:
+        if fetched == loop.iter:
+            loop._restore_rng_once()
+        fetched += 1
+        yield next(iterator)
 
 
 @LOOPS.register_module()
@@ -167,7 +127,7 @@ class ResumableIterBasedTrainLoop(_ResumeRNGMixin, IterBasedTrainLoop):
 
     def __init__(self, runner, dataloader, *args, **kwargs):
         super().__init__(runner, dataloader, *args, **kwargs)
-        self.dataloader_iterator = _RestoreRNGBeforeFetch(
+        self.dataloader_iterator = _restore_rng_before_fetch(
             self.dataloader_iterator, self)
 
 

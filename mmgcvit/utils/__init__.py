@@ -1,2 +1,1 @@
-"""Small shared helpers: the torch-version lookups (``torch_compat``) and the
-one atomic file writer (``fileio``)."""
+"""Small shared helpers: torch-version lookups and the atomic file writer."""

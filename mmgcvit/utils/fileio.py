@@ -1,9 +1,7 @@
-"""The project's one atomic file writer.
-
-A job killed during a write (preemption, OOM killer, walltime) must never
-leave a truncated file under the final name: ``atomic_open`` writes to a
-hidden temporary file in the same folder, flushes and fsyncs it, then
-renames it over the target (``os.replace`` is atomic within a filesystem).
+"""The project's one atomic file writer: a job killed mid-write must never
+leave a truncated file under the final name, so ``atomic_open`` writes a
+hidden temporary file in the same folder, fsyncs it and renames it over the
+target (``os.replace`` is atomic within a filesystem).
 """
 import builtins
 import json
@@ -21,14 +19,6 @@ _TMP_PATTERN = re.compile(
     r'^\.(?P<name>.+)\.(?P<host>[^/]+)-(?P<pid>\d+)-[0-9a-f]{8}\.tmp$')
 
 
-def temporary_path(path):
-    """A fresh hidden name next to ``path`` for its partial content."""
-    directory, name = osp.split(osp.abspath(path))
-    return osp.join(
-        directory, f'.{name}.{socket.gethostname()}-{os.getpid()}-'
-        f'{uuid.uuid4().hex[:8]}.tmp')
-
-
 @contextmanager
 def atomic_open(path, mode='wb', *args, **kwargs):
     """``open(path, mode)`` for writing that publishes the file only when the
@@ -37,8 +27,10 @@ def atomic_open(path, mode='wb', *args, **kwargs):
     if mode not in ('w', 'wb', 'wt'):
         raise ValueError(f'atomic_open writes whole files: mode {mode!r} '
                          "must be 'w' or 'wb'")
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = temporary_path(path)
+    directory, name = osp.split(osp.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = osp.join(directory, f'.{name}.{socket.gethostname()}-'
+                   f'{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp')
     # 'x' creates the file with the umask's permissions (mkstemp would make
     # it 0600, unreadable for the group that shares a work dir).
     try:
