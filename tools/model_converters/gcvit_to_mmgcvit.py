@@ -1,7 +1,5 @@
 """Convert NVlabs or timm GC ViT weights to an mmgcvit backbone checkpoint.
 
-Example::
-
     python tools/model_converters/gcvit_to_mmgcvit.py \\
         gcvit_1k_tiny.pth.tar checkpoints/gcvit_tiny_mmgcvit.pth
 
@@ -22,30 +20,20 @@ from mmgcvit.models.backbones.gcvit_converter import (gcvit_converter,
 from mmgcvit.utils.fileio import atomic_open
 
 
-def parse_args():
+def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', help='NVlabs .pth.tar, timm .pth or '
                         '.safetensors, or an mmgcvit checkpoint (path or URL)')
     parser.add_argument('dst', help='output .pth (written atomically)')
-    return parser.parse_args()
-
-
-def convert(src, dst):
-    """Convert ``src`` and write ``dst`` atomically; returns the meta."""
-    state_dict, source_format = gcvit_converter(load_checkpoint(src))
-    meta = dict(infer_arch(state_dict), source_format=source_format,
-                source=osp.basename(src))
-    with atomic_open(dst, 'wb') as f:
-        torch.save(dict(state_dict=state_dict, meta=meta), f)
-    return meta
-
-
-def main():
-    args = parse_args()
+    args = parser.parse_args()
     try:
-        meta = convert(args.src, args.dst)
+        state_dict, source_format = gcvit_converter(load_checkpoint(args.src))
+        meta = dict(infer_arch(state_dict), source_format=source_format,
+                    source=osp.basename(args.src))
     except CheckpointError as error:
         sys.exit(f'error: {error}')
+    with atomic_open(args.dst, 'wb') as f:
+        torch.save(dict(state_dict=state_dict, meta=meta), f)
     print(f'Wrote {args.dst}: {meta}')
 
 
