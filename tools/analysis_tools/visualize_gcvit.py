@@ -1,18 +1,12 @@
-"""Where GC ViT's global queries look, on one image.
+"""Where GC ViT's global queries look, on one image: writes
+``attention_stage{1..4}.png`` into ``--out-dir``, the attention of each
+stage's global query tokens inside every window over the image (their mean,
+or the token of ``--query-token``), a row per global block, a column per
+head. Runs mmdet's / mmseg's own inference on the image; without
+``--checkpoint`` the model keeps its random initialisation.
 
-Writes ``attention_stage{1..4}.png`` into ``--out-dir``: the attention of
-the stage's global query tokens inside every window, overlaid on the image
-(averaged over the tokens, or the token of ``--query-token``), a row per
-global block of the stage and a column per head. Each window's weights sum
-to 1; each tile is scaled to its own range (JET: blue low, red high).
-Without ``--checkpoint`` the model is randomly initialised.
-
-Example::
-
-    python tools/analysis_tools/visualize_gcvit.py \\
-        configs/detection/mask-rcnn_gcvit-xxt_fpn_demo-shapes.py IMAGE.jpg \\
-        --checkpoint work_dirs/demo-det/train/epoch_12.pth \\
-        --out-dir work_dirs/vis
+    python tools/analysis_tools/visualize_gcvit.py CONFIG IMAGE \\
+        [--checkpoint CKPT] [--out-dir DIR] [--query-token ROW COL]
 """
 import argparse
 import os
@@ -22,39 +16,41 @@ import mmcv
 from mmengine.config import DictAction
 from torchvision.utils import save_image
 
-from mmgcvit.analysis.visualization import (attention_grids, load_model,
-                                            prepare_image)
+from mmgcvit.analysis.complexity import load_config
+from mmgcvit.analysis.visualization import (attention_grids,
+                                            record_global_attention)
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description="GC ViT's global-query attention maps on one image")
+    parser = argparse.ArgumentParser(description=__doc__.split(':')[0])
     parser.add_argument('config', help='mmdet/mmseg config with a GCViT')
     parser.add_argument('image', help='image file')
-    parser.add_argument('--checkpoint',
-                        help='model checkpoint (default: random init)')
-    parser.add_argument('--out-dir', default='work_dirs/visualize_gcvit',
-                        help='folder for the PNGs')
-    parser.add_argument(
-        '--query-token', type=int, nargs=2, metavar=('ROW', 'COL'),
-        help='draw the attention of this global query token (position in '
-        "the stage's window-sized token grid) instead of the mean")
+    parser.add_argument('--checkpoint', help='default: random weights')
+    parser.add_argument('--out-dir', default='work_dirs/visualize_gcvit')
+    parser.add_argument('--query-token', type=int, nargs=2,
+                        metavar=('ROW', 'COL'), help="a token's attention "
+                        "(position in the stage's window-sized token grid)")
     parser.add_argument('--tile-size', type=int, default=256,
                         help='longer side of each tile in pixels')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings in the config, key=value')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args()
-    for kind, path in (('image', args.image),
-                       ('checkpoint', args.checkpoint)):
+    for kind, path in (('image', args.image), ('checkpoint', args.checkpoint)):
         if path is not None and not osp.isfile(path):
             parser.error(f'{kind} {path!r} does not exist: pass the path of '
                          f'an existing {kind} file.')
-    image = mmcv.imread(args.image, channel_order='rgb')
-    query = tuple(args.query_token) if args.query_token else None
     try:
-        model = load_model(args.config, args.checkpoint, args.cfg_options)
-        grids = attention_grids(model, prepare_image(model, args.image),
-                                image, query, args.tile_size)
+        cfg = load_config(args.config, args.cfg_options)
+        if cfg.get('default_scope') == 'mmseg':
+            from mmseg.apis import inference_model as infer, init_model
+        else:
+            from mmdet.apis import inference_detector as infer
+            from mmdet.apis import init_detector as init_model
+        model = init_model(cfg, args.checkpoint, device='cpu')
+        with record_global_attention(model.backbone) as records:
+            sample = infer(model, args.image)
+        grids = attention_grids(
+            records, sample.metainfo, mmcv.imread(args.image, 'color', 'rgb'),
+            args.query_token, args.tile_size)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     os.makedirs(args.out_dir, exist_ok=True)
