@@ -74,7 +74,8 @@ def test_weights_equal_recomputation_from_block_inputs(backbone):
     inputs and parameters, computed here independently."""
     attn = backbone.levels[1].blocks[1].attn
     inputs = []
-    handle = attn.register_forward_pre_hook(lambda m, args: inputs.append(args))
+    handle = attn.register_forward_pre_hook(
+        lambda module, args: inputs.append(args))
     try:
         records, _ = record(backbone, torch.randn(1, 3, HEIGHT, WIDTH))
     finally:
@@ -103,7 +104,8 @@ def test_maps_are_local_to_the_windows(backbone):
     y = x.clone()
     y[..., 32:64, 64:96] = 3 * torch.randn(1, 3, 32, 32)
     r = record(backbone, x)[0][0]
-    before, after = attention_maps(r), attention_maps(record(backbone, y)[0][0])
+    before = attention_maps(r)
+    after = attention_maps(record(backbone, y)[0][0])
     assert before.shape == (1, 2, HEIGHT // 4, WIDTH // 4)
     change = (before - after).abs().mean((0, 1)).view(3, 8, 5, 8).mean((1, 3))
     assert change.argmax() == 1 * 5 + 2

@@ -1,11 +1,6 @@
-"""Speed, memory and FLOPs of backbones. Times are medians of
-``torch.utils.benchmark.Timer.blocked_autorange`` (which warms up first and
-synchronises CUDA); models run under fp16 autocast on a GPU (the paper's
-recipe), in fp32 on the CPU. Peak training memory is the allocator's
-high-water mark in one forward+backward above what it held before:
-``torch.cuda``'s on a GPU; on the CPU the running total that
-``torch.profiler`` records (RSS would also count glibc's cached free
-memory, which depends on what ran before)."""
+"""Speed, memory and FLOPs of backbones: times are medians of
+``torch.utils.benchmark.Timer``; fp16 autocast on a GPU (the paper's
+recipe), fp32 on the CPU."""
 import json
 import os.path as osp
 import tempfile
@@ -19,7 +14,8 @@ from .complexity import count_flops
 
 
 def median_s(fn, min_run_time):
-    """Median seconds of ``fn()`` over ``min_run_time`` seconds of runs."""
+    """Median seconds of ``fn()`` over ``min_run_time`` seconds of runs,
+    after a warm-up (CUDA synchronised)."""
     timer = Timer('fn()', globals=dict(fn=fn),
                   num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median
@@ -42,7 +38,9 @@ def step_fn(model, x, train):
 
 
 def peak_memory_mib(fn, device):
-    """Peak allocator memory of one ``fn()`` above what was held before."""
+    """Peak allocator memory of one ``fn()`` above what was held before, in
+    MiB: ``torch.cuda``'s, or on the CPU the running total ``torch.profiler``
+    records (RSS would also count glibc's cached free memory)."""
     if device.type == 'cuda':
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)

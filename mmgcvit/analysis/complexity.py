@@ -2,7 +2,6 @@
 count, in multiply-adds, the unit of the GC ViT, Swin and OpenMMLab tables."""
 import importlib
 import os.path as osp
-from contextlib import contextmanager
 
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
@@ -47,32 +46,25 @@ def build_model(cfg, model_cfg=None):
     return revert_sync_batchnorm(models.build(model_cfg or cfg.model))
 
 
-@contextmanager
-def explicit_attention(model):
-    """The counter has no handle for ``scaled_dot_product_attention`` and
-    would count it as 0: modules with an explicit softmax(q k^T) v path (a
+def count_flops(model, *inputs):
+    """``(multiply-adds, parameters)`` of ``model(*inputs)`` in eval mode.
+    The counter has no handle for ``scaled_dot_product_attention`` (it
+    would count 0): modules with an explicit softmax(q k^T) v path (a
     ``fused_attn`` flag, as GCViT's and timm's) take it meanwhile."""
     flags = {m: m.fused_attn for m in model.modules()
              if isinstance(getattr(m, 'fused_attn', None), bool)}
-    for module in flags:
-        module.fused_attn = False
-    try:
-        yield
-    finally:
-        for module, flag in flags.items():
-            module.fused_attn = flag
-
-
-def count_flops(model, *inputs):
-    """``(multiply-adds, parameters)`` of ``model(*inputs)`` in eval mode."""
     training = model.training
     model.eval()
     try:
-        with torch.no_grad(), explicit_attention(model):
+        for module in flags:
+            module.fused_attn = False
+        with torch.no_grad():
             flops = FlopAnalyzer(model, inputs).unsupported_ops_warnings(
                 False).uncalled_modules_warnings(False).total()
     finally:
         model.train(training)
+        for module, flag in flags.items():
+            module.fused_attn = flag
     return flops, parameter_count(model)['']
 
 

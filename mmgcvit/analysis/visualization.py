@@ -65,9 +65,9 @@ def attention_maps(record, query=None):
         rows = record.weights[:, :, :, query[0] * w + query[1]]
     else:
         raise ValueError(
-            f'query token {tuple(query)} is outside the {w}x{w} global token grid '
-            f'of stage {record.stage + 1}: pick row and column in '
-            f'0..{w - 1}.')
+            f'query token {tuple(query)} is outside the {w}x{w} global '
+            f'token grid of stage {record.stage + 1}: pick row and column '
+            f'in 0..{w - 1}.')
     B, _, heads, _ = rows.shape
     H, W = record.feat_size
     nh, nw = -(-H // w), -(-W // w)

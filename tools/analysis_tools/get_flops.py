@@ -1,6 +1,7 @@
 """FLOPs (multiply-adds) and parameters of a model on one H x W image:
 
-    python tools/analysis_tools/get_flops.py CONFIG --shape H W [--cfg-options ...]
+    python tools/analysis_tools/get_flops.py CONFIG --shape H W \
+        [--cfg-options ...]
 
 mmdet's own script averages over a dataset's images, and mmseg 1.2.2's
 stops with a ValueError under mmengine 0.10, hence this one."""
