@@ -26,23 +26,8 @@ START=$SECONDS
 say() { printf '[install %4ds] %s\n' "$((SECONDS - START))" "$*"; }
 # Every install re-states setuptools<81: torch and others pull in the newest setuptools otherwise.
 pipi() { "$PY" -m pip install --disable-pip-version-check "$@" 'setuptools<81'; }
-# have REQ... : every requirement (a spec, or @FILE for a requirements file) is installed.
-have() { "$PY" - "$@" <<'PYEOF' >/dev/null 2>&1
-import sys
-from importlib.metadata import version
-from packaging.requirements import Requirement
-specs = []
-for arg in sys.argv[1:]:
-    if arg.startswith('@'):
-        with open(arg[1:]) as f:
-            specs += [l.split('#')[0].strip() for l in f if l.split('#')[0].strip()]
-    else:
-        specs.append(arg)
-for spec in specs:
-    req = Requirement(spec)
-    assert version(req.name) in req.specifier, spec
-PYEOF
-}
+# have REQ...: pip finds every requirement (a spec, or -r FILE) installed, without an index.
+have() { "$PY" -m pip install --disable-pip-version-check --dry-run --no-index -q "$@" >/dev/null 2>&1; }
 
 mmcv_ok() {
   "$PY" -c "import mmcv; assert mmcv.__version__ == '$MMCV_VERSION', mmcv.__version__; from mmcv.ops import nms, RoIAlign" >/dev/null 2>&1
@@ -147,7 +132,7 @@ main() {
   # 4. mmdet, mmseg, pycocotools, test tools, the ONNX export's runtime (the [deploy] extra, which
   #    the tests check) and mmgcvit itself (editable, so the checkout is what runs),
   #    with its config hook (.pth, run at start-up) and mmgcvit/.mim linked to the checkout.
-  if have "@$ROOT/requirements/runtime.txt" "@$ROOT/requirements/tests.txt" "@$ROOT/requirements/deploy.txt" \
+  if have -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt" -r "$ROOT/requirements/deploy.txt" \
      && "$PY" -c "import sys, os; hook = 'mmgcvit_config_hook' in sys.modules; import mmgcvit; pkg = os.path.dirname(os.path.realpath(mmgcvit.__file__)); sys.exit(0 if hook and pkg == os.path.realpath('$ROOT/mmgcvit') and os.path.isdir(pkg + '/.mim/configs') else 1)" >/dev/null 2>&1; then
     say "mmdet, mmseg, test tools and mmgcvit already installed"
   else
