@@ -1,5 +1,5 @@
-"""Dataset tooling (not Dataset classes): generators of small datasets in the
-COCO / ADE20K / custom on-disk formats, and a check of any mmdet / mmseg
+"""Dataset tooling, no Dataset classes: generators of small datasets in the
+COCO / ADE20K / mmseg custom formats, and a check of an mmdet or mmseg
 config's dataset as their own classes load it."""
 from .check import CheckReport, DatasetConfigError, check_dataset
 from .synthetic import (GeneratedDataset, generate_ade20k, generate_coco,
