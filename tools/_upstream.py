@@ -1,9 +1,7 @@
-"""What ``tools/train.py`` and ``tools/test.py`` share: run mmdet's or
-mmseg's own script of the same name (the config's ``default_scope`` picks
-the library) with the same command line, and report our one-line errors
-(:data:`mmgcvit.engine.ONE_LINE_ERRORS`) without a traceback. Everything
-else comes from the components the configs select, so the upstream tools
-get it too."""
+"""What ``tools/train.py`` and ``tools/test.py`` share: mmdet's or mmseg's
+own script of the same name (the config's ``default_scope`` picks), with
+our one-line errors instead of tracebacks; all else comes from the
+components the configs select, so the upstream tools get it too."""
 import importlib
 import os.path as osp
 import runpy

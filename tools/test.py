@@ -1,10 +1,8 @@
-"""Evaluate a checkpoint (a file or a URL) with an mmdet 3.x / mmseg 1.x
-config: mmdet's or mmseg's own ``tools/test.py`` (the config's
-``default_scope`` decides), with its flags, plus
-``--allow-partial-checkpoint``: evaluate even when the checkpoint does not
-fit the model (``allow_partial_checkpoint=True`` in the config, read by
-``mmgcvit.LoadReportHook``). The configs' ``mmgcvit.TestMetricsHook``
-saves ``metrics.json`` and fails the run when nothing was measured."""
+"""Evaluate a checkpoint (a file or a URL): mmdet's or mmseg's own
+``tools/test.py`` (the config's ``default_scope`` decides), with its flags,
+plus ``--allow-partial-checkpoint``: evaluate even when the checkpoint does
+not fit the model (``allow_partial_checkpoint=True`` in the config, read by
+``mmgcvit.LoadReportHook``)."""
 import sys
 
 from _upstream import run_upstream_tool
