@@ -1,4 +1,4 @@
-"""tools/deployment/export_onnx.py: one dynamic export of the UPerNet GC
+"""tools/deployment/export_onnx.py: one export of the UPerNet GC
 ViT-XXT config equals PyTorch's ``encode_decode`` in onnxruntime at other
 sizes, one of the Mask R-CNN GC ViT-XXT config mmdet's ``predict``; what it
 cannot export is refused in one line."""
@@ -32,14 +32,14 @@ def random_weights(config, registry, path):
     return model.eval()
 
 
-def test_dynamic_segmentor_equals_pytorch_at_other_sizes(tmp_path):
+def test_segmentor_equals_pytorch_at_other_sizes(tmp_path):
     checkpoint = tmp_path / 'seg.pth'
     model = random_weights(SEG_CONFIG, MODELS, checkpoint)
     onnx_file = tmp_path / 'seg.onnx'
     # Traced where every global query map is already the window (24 x 24):
     # the resize other sizes need must stay in the graph.
     run([sys.executable, EXPORT, SEG_CONFIG, checkpoint, '--out', onnx_file,
-         '--shape', 768, 768, '--dynamic'], cwd=tmp_path)
+         '--shape', 768, 768], cwd=tmp_path)
     session = ort.InferenceSession(str(onnx_file),
                                    providers=['CPUExecutionProvider'])
     # Sizes whose last stage (3 x 7, 6 x 4) the pyramid pooling's 2, 3 and 6
@@ -54,7 +54,7 @@ def test_dynamic_segmentor_equals_pytorch_at_other_sizes(tmp_path):
         assert rel_err(got, expected) < 1e-3, (h, w)
 
 
-def test_dynamic_mask_rcnn_equals_mmdet_predict_at_other_sizes(tmp_path):
+def test_mask_rcnn_equals_mmdet_predict_at_other_sizes(tmp_path):
     config = DET_CONFIGS / 'mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
     checkpoint = tmp_path / 'det.pth'
     model = random_weights(config, DET_MODELS, checkpoint)
@@ -62,7 +62,7 @@ def test_dynamic_mask_rcnn_equals_mmdet_predict_at_other_sizes(tmp_path):
     model.test_cfg.rcnn.score_thr = 0.
     onnx_file = tmp_path / 'det.onnx'
     run([sys.executable, EXPORT, config, checkpoint, '--out', onnx_file,
-         '--shape', 256, 320, '--dynamic', '--cfg-options',
+         '--shape', 256, 320, '--cfg-options',
          'model.test_cfg.rcnn.score_thr=0'], cwd=tmp_path)
     session = ort.InferenceSession(str(onnx_file),
                                    providers=['CPUExecutionProvider'])

@@ -1,27 +1,15 @@
-"""Export a GC ViT segmentor or Mask R-CNN detector to ONNX and check it in
-onnxruntime.
+"""Export a GC ViT segmentor or two-stage detector to ONNX, its height and
+width (and a segmentor's batch) free, and check it in onnxruntime.
 
     python tools/deployment/export_onnx.py CONFIG CHECKPOINT --out FILE.onnx \\
-        [--shape H W] [--dynamic] [--opset N] [--check H W [H W ...]] \\
-        [--cfg-options KEY=VALUE ...]
+        [--shape H W] [--check H W [H W ...]] [--cfg-options KEY=VALUE ...]
 
-Input ``input``: the normalised image N x 3 x H x W, as after the data
-preprocessor. Segmentors (mmseg): output ``seg_logits`` N x C x H x W, what
-``encode_decode`` returns. Two-stage detectors (mmdet; N = 1): ``dets``
-1 x K x 5 (x1, y1, x2, y2, score), ``labels`` 1 x K and, with a mask head,
-``masks`` 1 x K x M x M (the label's mask in its box, before pasting), as
-mmdeploy's end-to-end models. ``--dynamic`` leaves H and W free (multiples
-of 32; the segmentors' N too): one file serves every size. ``--check`` runs
-the file in onnxruntime (CPU) on random images of each size and prints its
-largest difference to the same module in PyTorch and both latencies
-(docs/deployment.md).
-
-The TorchScript exporter traces the model itself: torch.export (dynamo)
-specialises the window grid to the traced size. Its additions are an ONNX
-form of ``adaptive_avg_pool2d`` for any input size (UPerNet's pyramid
-pooling), and for detectors mmdet's test-time post-processing written with
-torchvision's exportable ``nms`` and ``roi_align`` (ONNX NonMaxSuppression
-and RoiAlign).
+Inputs, outputs and the check: docs/deployment.md. The TorchScript exporter
+traces the model (torch.export specialises the window grid to the traced
+size); this tool adds an ONNX form of ``adaptive_avg_pool2d`` for any input
+size (UPerNet's pyramid pooling) and, for detectors, mmdet's test-time
+post-processing written with torchvision's exportable ``nms`` and
+``roi_align``.
 """
 import argparse
 import os.path as osp
@@ -34,7 +22,6 @@ from mmengine.registry import MODELS, init_default_scope
 from mmdet.models.dense_heads import RPNHead
 from mmdet.models.roi_heads import StandardRoIHead
 from mmdet.models.task_modules.coders.delta_xywh_bbox_coder import delta2bbox
-from mmengine.utils import import_modules_from_strings
 from torch.onnx import symbolic_helper
 from torch.utils import benchmark
 from torchvision.ops import batched_nms, box_iou, roi_align
@@ -43,7 +30,8 @@ from mmgcvit.checkpoint import load_checkpoint, state_dict_of
 from mmgcvit.engine import PreflightError, check_weights_fit, one_line_errors
 
 OPSET = 17
-IMAGE = {0: 'batch', 2: 'height', 3: 'width'}
+IMAGE = {2: 'height', 3: 'width'}
+BATCH = {0: 'batch', **IMAGE}
 
 
 def _ints(g, values):
@@ -76,7 +64,7 @@ def adaptive_avg_pool2d(g, input, output_size):
 class Segmentor(torch.nn.Module):
     """``encode_decode`` of a normalised batch, logits at the input size."""
 
-    outputs = {'seg_logits': IMAGE}
+    input_axes, outputs = BATCH, {'seg_logits': BATCH}
 
     def __init__(self, model):
         super().__init__()
@@ -99,6 +87,8 @@ def _decode(coder, priors, deltas, size):
 class Detector(torch.nn.Module):
     """mmdet's ``predict`` of a two-stage detector on one normalised image
     (``rescale=False``), its post-processing in traceable form."""
+
+    input_axes = IMAGE
 
     def __init__(self, model):
         super().__init__()
@@ -186,20 +176,16 @@ def build_model(config, checkpoint, cfg_options=None):
     if not osp.isfile(config):
         raise PreflightError(f'config file {config!r} does not exist: pass '
                              'the config the model was trained with')
-    cfg = Config.fromfile(config)
+    cfg = Config.fromfile(config)  # which imports its custom_imports
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     scope = cfg.get('default_scope')
     if scope not in ('mmseg', 'mmdet'):
         raise PreflightError(f'config {config} has default_scope={scope!r}: '
                              'pass an mmseg or mmdet config')
-    import_modules_from_strings(**cfg.get('custom_imports', {}))
     init_default_scope(scope)
-    model_cfg = cfg.model.copy()
-    # The checkpoint brings every weight: no pre-trained download.
-    model_cfg.backbone = dict(model_cfg.backbone, init_cfg=None)
-    model_cfg.pop('pretrained', None)
-    model = MODELS.build(model_cfg)
+    # Built, never initialised: the checkpoint brings every weight.
+    model = MODELS.build(cfg.model)
     if scope == 'mmdet' and not (
             isinstance(getattr(model, 'rpn_head', None), RPNHead)
             and isinstance(getattr(model, 'roi_head', None),
@@ -216,11 +202,9 @@ def build_model(config, checkpoint, cfg_options=None):
     return wrapper(model).eval().requires_grad_(False)
 
 
-def export(model, out, shape, dynamic=False, opset=OPSET):
+def export(model, out, shape):
     torch.onnx.register_custom_op_symbolic(
-        'aten::adaptive_avg_pool2d', adaptive_avg_pool2d, opset)
-    image = IMAGE if isinstance(model, Segmentor) else {2: 'height',
-                                                        3: 'width'}
+        'aten::adaptive_avg_pool2d', adaptive_avg_pool2d, OPSET)
     with warnings.catch_warnings():
         # GCViT's input check compares sizes in Python: a constant in the
         # trace, true for every valid size.
@@ -228,9 +212,8 @@ def export(model, out, shape, dynamic=False, opset=OPSET):
         torch.onnx.export(
             model, (torch.zeros(1, 3, *shape), ), out, dynamo=False,
             input_names=['input'], output_names=list(model.outputs),
-            opset_version=opset,
-            dynamic_axes=dict(model.outputs, input=image) if dynamic else
-            None)
+            opset_version=OPSET,
+            dynamic_axes=dict(model.outputs, input=model.input_axes))
 
 
 def _seconds(fn, repeat):
@@ -254,11 +237,10 @@ def _detection_diff(got, expected):
 
 
 def check(model, onnx_file, shapes, repeat=3):
-    """Per ``(H, W)``: (the difference of ORT's outputs to PyTorch's, mean
-    seconds of onnxruntime, of PyTorch eager, over ``repeat`` calls timed by
-    ``torch.utils.benchmark.Timer``) on one random image; the
-    difference of logits is the largest relative one, of detections
-    :func:`_detection_diff`'s."""
+    """Per ``(H, W)``, on one random image: the difference of onnxruntime's
+    outputs to PyTorch's (of logits the largest relative one, of detections
+    :func:`_detection_diff`'s) and the mean seconds of each over ``repeat``
+    calls."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     # As many threads as PyTorch's, for a fair comparison.
@@ -290,32 +272,19 @@ def check(model, onnx_file, shapes, repeat=3):
     return results
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        description='Export a GC ViT segmentor or detector to ONNX (and '
-        'check it in onnxruntime)')
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='the config the model was trained with')
     parser.add_argument('checkpoint', help='checkpoint file or http(s) URL')
     parser.add_argument('--out', required=True, help='the .onnx file written')
     parser.add_argument('--shape', nargs=2, type=int, default=(512, 512),
                         metavar=('H', 'W'),
-                        help='input size traced (fixed unless --dynamic; '
-                        'default 512 512)')
-    parser.add_argument('--dynamic', action='store_true',
-                        help='height and width free (segmentors: the batch '
-                        'too)')
-    parser.add_argument('--opset', type=int, default=OPSET,
-                        help=f'ONNX opset (default {OPSET})')
+                        help='input size traced (default 512 512)')
     parser.add_argument('--check', nargs='+', type=int, metavar='H W',
                         help='sizes to compare with PyTorch in onnxruntime '
                         '(and time)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings in the config, key=value')
-    return parser
-
-
-def main():
-    parser = build_parser()
     args = parser.parse_args()
     if args.check and len(args.check) % 2:
         parser.error('--check takes sizes as H W pairs, e.g. --check 256 320 '
@@ -325,12 +294,10 @@ def main():
         if h % 32 or w % 32 or min(h, w) < 32:
             parser.error(f'size {h}x{w}: height and width must be multiples '
                          'of 32 (the total stride), at least 32')
-    if not args.dynamic and any(s != tuple(args.shape) for s in sizes):
-        parser.error('--check at sizes other than --shape needs --dynamic')
     with one_line_errors(parser.prog):
         model = build_model(args.config, args.checkpoint, args.cfg_options)
         start = time.perf_counter()
-        export(model, args.out, args.shape, args.dynamic, args.opset)
+        export(model, args.out, args.shape)
         print(f'{args.out}: exported in {time.perf_counter() - start:.1f} s')
     if sizes:
         print('size      difference  onnxruntime  PyTorch  ratio')
