@@ -4,8 +4,4 @@
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
 set -euo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 CONFIG CHECKPOINT GPUS [test.py args...]" >&2; exit 2; }
-CONFIG=$1
-CHECKPOINT=$2
-GPUS=$3
-shift 3
-exec bash "$(dirname "$0")/_torchrun.sh" "$GPUS" test.py "$CONFIG" "$CHECKPOINT" "$@"
+exec bash "$(dirname "$0")/_torchrun.sh" "$3" test.py "$1" "$2" "${@:4}"

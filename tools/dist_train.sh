@@ -5,7 +5,4 @@
 # Without CUDA the processes train on CPU with the gloo backend.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 CONFIG GPUS [train.py args...]" >&2; exit 2; }
-CONFIG=$1
-GPUS=$2
-shift 2
-exec bash "$(dirname "$0")/_torchrun.sh" "$GPUS" train.py "$CONFIG" "$@"
+exec bash "$(dirname "$0")/_torchrun.sh" "$2" train.py "$1" "${@:3}"
