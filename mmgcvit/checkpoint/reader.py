@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
-__all__ = ['Unpickler', 'load', 'materialise', 'Refused']
+__all__ = ['Unpickler', 'materialise', 'Refused']
 
 _NUMERIC_KINDS = 'biufc'
 
@@ -46,9 +46,6 @@ class _StandIn:
     __slots__ = ('state', )
     __hash__ = None
     kind = 'object'
-
-    def build(self, state):
-        raise NotImplementedError
 
 
 def _new_stand_in(cls):
@@ -405,12 +402,6 @@ class Unpickler(pickle._Unpickler):
             (pickle.EXT2, _refused_opcode), (pickle.EXT4, _refused_opcode)):
         dispatch[_code[0]] = _method
     del _code, _method
-
-
-def load(file, **kwargs):
-    """``pickle.load`` with :class:`Unpickler` (torch reads small records
-    of legacy files with it)."""
-    return Unpickler(file, **kwargs).load()
 
 
 def materialise(obj):

@@ -12,13 +12,6 @@ from mmgcvit.utils.fileio import write_json_atomic
 from .errors import EvaluationError
 
 
-def measured(metrics):
-    """Whether the evaluator returned at least one finite number (mmseg's
-    are numpy float32, which is no ``float``)."""
-    return any(isinstance(v, numbers.Real) and math.isfinite(v)
-               for v in (metrics or {}).values())
-
-
 @HOOKS.register_module()
 class TestMetricsHook(Hook):
     """Save the test results to ``<log dir>/metrics.json`` (atomically),
@@ -30,7 +23,9 @@ class TestMetricsHook(Hook):
             path = osp.join(runner.log_dir, 'metrics.json')
             write_json_atomic(metrics or {}, path)
             print_log(f'metrics saved to {path}', logger='current')
-        if not measured(metrics):
+        # mmseg's metrics are numpy float32, which is no float.
+        if not any(isinstance(v, numbers.Real) and math.isfinite(v)
+                   for v in (metrics or {}).values()):
             raise EvaluationError(
                 f'the evaluation produced no metrics ({metrics!r}): the '
                 'model predicted nothing the evaluator could score; check '

@@ -21,6 +21,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
+from mmgcvit.checkpoint import CheckpointError
 from mmgcvit.registry import HOOKS, LOOPS
 from .errors import DataError
 from .preflight import check_training_files, unloadable_data
@@ -143,11 +144,11 @@ class ResumableEpochBasedTrainLoop(_ResumeRNGMixin, EpochBasedTrainLoop):
         length = len(self.dataloader)
         trained = self._iter - self._epoch * length
         if not 0 <= trained <= length:
-            raise RuntimeError(
+            raise CheckpointError(
                 f'the resumed checkpoint is at iteration {self._iter} of '
                 f'epoch {self._epoch}, which does not fit {length} batches '
                 'per epoch: resume with the dataset and batch size it was '
-                'trained with')
+                'trained with.')
         if trained == 0:
             # At an epoch boundary the uninterrupted run draws the
             # dataloader's seed from the generators after the checkpoint.
