@@ -71,24 +71,26 @@ def install_mmcv(tmp_path, torch='', pip_fails_on='', offered=''):
 BUILD = ['build', '{cache}']
 
 
-@pytest.mark.parametrize('torch, pip_fails_on, expected', [
-    ('', '', BUILD),  # the torch of this environment: 2.14, no wheels
-    ('2.1.2+cu121 12.1', '', [f'{OPENMMLAB}/cu121/torch2.1/index.html']),
-    ('2.1.0 None', '', [f'{OPENMMLAB}/cpu/torch2.1/index.html']),
-    ('2.1.2+cu118 11.8', OPENMMLAB, [
+# The torch ('' for this environment's: 2.14, no wheels), pip failing on
+# OpenMMLab's index or not, a folder of offered wheels or not -> steps.
+@pytest.mark.parametrize('torch, pip_fails_on, offered, expected', [
+    ('', '', False, BUILD),
+    ('2.1.2+cu121 12.1', '', False,
+     [f'{OPENMMLAB}/cu121/torch2.1/index.html']),
+    ('2.1.0 None', '', False, [f'{OPENMMLAB}/cpu/torch2.1/index.html']),
+    ('2.1.2+cu118 11.8', OPENMMLAB, False, [
         f'{OPENMMLAB}/cu118/torch2.1/index.html', 'pip uninstall -y -q mmcv',
         *BUILD]),
-    ('2.2.0+cu121 12.1', '', BUILD),
+    ('2.2.0+cu121 12.1', '', False, BUILD),
+    ('2.1.2+cu121 12.1', '', True, ['{offered}']),
 ])
-def test_mmcv_source(tmp_path, torch, pip_fails_on, expected):
+def test_mmcv_source(tmp_path, torch, pip_fails_on, offered, expected):
+    folder = tmp_path / 'wheels'
+    if offered:
+        folder.mkdir()
+        (folder / 'mmcv-2.1.0-cp310-cp310-linux_x86_64.whl').write_bytes(b'')
     cache = tmp_path / 'cache' / 'mmgcvit' / 'wheels'
-    assert install_mmcv(tmp_path, torch, pip_fails_on) == [
-        step.format(cache=cache) for step in expected]
-
-
-def test_offered_wheels_come_first(tmp_path):
-    offered = tmp_path / 'wheels'
-    offered.mkdir()
-    (offered / 'mmcv-2.1.0-cp310-cp310-linux_x86_64.whl').write_bytes(b'')
-    assert install_mmcv(tmp_path, '2.1.2+cu121 12.1',
-                        offered=offered) == [str(offered)]
+    steps = install_mmcv(tmp_path, torch, pip_fails_on,
+                         folder if offered else '')
+    assert steps == [step.format(cache=cache, offered=folder)
+                     for step in expected]
