@@ -23,6 +23,16 @@ GCVIT_VARIANTS = (('fused', {}), ('reference', dict(fused_attn=False)),
                   ('fused, with_cp', dict(with_cp=True)))
 
 
+def variants(name, backbone, arch):
+    """``(row name, backbone config)``: a GCViT three ways (``arch`` if
+    given), others as configured."""
+    if backbone.type.split('.')[-1] != 'GCViT':
+        return [(name, backbone)]
+    backbone = dict(backbone, **(dict(arch=arch) if arch else {}))
+    return [(f'{name} {label}', dict(backbone, **extra))
+            for label, extra in GCVIT_VARIANTS]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split(':')[0])
     parser.add_argument('configs', nargs='*', default=CONFIGS)
@@ -50,15 +60,10 @@ def main():
     compile_kwargs = dict(mode=args.compile_mode, dynamic=False)
     rows, names = [], []
     for config, cfg in zip(args.configs, cfgs):
-        name = osp.splitext(osp.basename(config))[0]
-        backbone = cfg.model.backbone
-        gcvit = backbone.type.split('.')[-1] == 'GCViT'
-        variants = [(f'{name} {label}', dict(backbone, **extra, **(
-            dict(arch=args.arch) if args.arch else {})))
-            for label, extra in GCVIT_VARIANTS] if gcvit else [(name,
-                                                               backbone)]
-        names.append(variants[0][0])
-        for label, model_cfg in variants:
+        rows_of = variants(osp.splitext(osp.basename(config))[0],
+                           cfg.model.backbone, args.arch)
+        names.append(rows_of[0][0])
+        for label, model_cfg in rows_of:
             torch.manual_seed(0)
             model = build_model(cfg, model_cfg).to(device)
             for shape in shapes:
