@@ -37,8 +37,8 @@ def ade20k_root(tmp_path_factory):
 
 @pytest.fixture(scope='session', autouse=True)
 def unpatched_libraries():
-    """The library objects tests might leave patched (and torch's
-    ``weights_only`` allow-list), as the session found them."""
+    """The library objects tests might leave patched, as the session found
+    them."""
     return UNPATCHED
 
 

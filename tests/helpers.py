@@ -7,11 +7,11 @@ import importlib.util
 import io
 import json
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import mmengine
 import mmengine.dist.utils as mmengine_dist_utils
 import mmengine.hooks.checkpoint_hook as mmengine_checkpoint_hook
 import mmengine.runner.checkpoint as mmengine_checkpoint
@@ -24,8 +24,6 @@ from mmengine.fileio.backends import LocalBackend
 from mmengine.registry import init_default_scope
 from mmengine.utils import digit_version, import_modules_from_strings
 from PIL import Image
-
-from mmgcvit.utils.torch_compat import has_cpu_amp
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / 'tools'
@@ -57,8 +55,12 @@ DEVICES = [
 ]
 
 
+# fp16 autocast on the CPU came with torch 2.4 (and get_autocast_dtype).
+CPU_FP16_AUTOCAST = hasattr(torch, 'get_autocast_dtype')
+
+
 def skip_without_autocast(device, dtype):
-    if device == 'cpu' and dtype == torch.float16 and not has_cpu_amp():
+    if device == 'cpu' and dtype == torch.float16 and not CPU_FP16_AUTOCAST:
         pytest.skip(f'torch {torch.__version__} has no CPU fp16 autocast')
 
 
@@ -111,26 +113,21 @@ def random_checkpoint(config, path, **dataset_meta):
 
 # --- running tools -----------------------------------------------------------
 
-def run_tool(args, cwd, timeout=900):
-    """Run a tool; return (returncode, stdout + stderr)."""
+def run_tool(args, cwd, timeout=900, python=sys.executable, env=None):
+    """Run a Python tool (in ``env``, default this process's environment);
+    return (returncode, stdout + stderr)."""
     result = subprocess.run(
-        [sys.executable, *map(str, args)], cwd=cwd, capture_output=True,
-        text=True, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED='1'))
+        [str(python), *map(str, args)], cwd=cwd, capture_output=True,
+        text=True, timeout=timeout,
+        env=dict(os.environ if env is None else env, PYTHONUNBUFFERED='1'))
     return result.returncode, result.stdout + result.stderr
 
 
 def run(cmd, cwd, timeout=600, env=None):
-    """Run a tool (in ``env``, default this process's environment), failing
-    the test with its output when it fails."""
-    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED='1')
-    result = subprocess.run([str(c) for c in cmd],
-                            cwd=cwd,
-                            env=env,
-                            capture_output=True,
-                            text=True,
-                            timeout=timeout)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f'{cmd} failed:\n{output[-6000:]}'
+    """Run ``cmd`` (an interpreter and its arguments), failing the test
+    with its output when it fails."""
+    rc, output = run_tool(cmd[1:], cwd, timeout, cmd[0], env)
+    assert rc == 0, f'{cmd} failed:\n{output[-6000:]}'
     return output
 
 
@@ -290,7 +287,6 @@ def seg_scaled_down(data_root):
     """``--cfg-options`` turning the 8-GPU 512x512 160k recipe into a few
     CPU iterations on ``data_root`` (128x128 generated images); fp32 as
     the config."""
-    loader = dict(num_workers=0, persistent_workers=False)
     options = {
         'model.backbone.init_cfg': None,
         'model.data_preprocessor.size': (64, 64),
@@ -313,13 +309,11 @@ def seg_scaled_down(data_root):
     }
     for split in ('train', 'val', 'test'):
         options[f'{split}_dataloader.dataset.data_root'] = data_root
-        options.update(
-            {f'{split}_dataloader.{k}': v
-             for k, v in loader.items()})
+        options[f'{split}_dataloader.num_workers'] = 0
+        options[f'{split}_dataloader.persistent_workers'] = False
     for split in ('val', 'test'):
-        # The test pipeline's [1] Resize.
+        # The test pipeline's [1] Resize; the first TEST_IMAGES images.
         options[f'{split}_dataloader.dataset.pipeline.1.scale'] = (256, 64)
-        # TTA runs 12 passes on each image.
         options[f'{split}_dataloader.dataset.indices'] = TEST_IMAGES
     return ['--cfg-options'] + [
         f'{key}={value}'.replace(' ', '') for key, value in options.items()
@@ -405,34 +399,21 @@ def patch_points():
 
 def library_state():
     """The objects of ``patch_points``, by name, and the contents of the
-    registries we extend (compared by ``library_changes``)."""
+    registry we extend (compared by ``library_changes``)."""
     state = {name: vars(owner).get(attribute, _ABSENT)
              for name, owner, attribute in patch_points()}
     state['CheckpointLoader._schemes contents'] = dict(
         mmengine_checkpoint.CheckpointLoader._schemes)
-    if hasattr(torch.serialization, 'get_safe_globals'):
-        state['torch safe globals'] = _safe_globals(own=False)
     return state
-
-
-def _safe_globals(own):
-    """The ``weights_only`` allow-list: torch's own entries (``own``),
-    which torch adds as its modules are imported, or all the others."""
-    def is_torch(entry):
-        obj = entry[0] if isinstance(entry, tuple) else entry
-        return getattr(obj, '__module__', '').startswith('torch.')
-
-    return {entry for entry in torch.serialization.get_safe_globals()
-            if is_torch(entry) == own}
 
 
 def library_changes(before):
     """Names of what differs from the ``library_state()`` ``before``:
-    another object (identity) or, for the registries, other contents."""
+    another object (identity) or, for the registry, other contents."""
     now = library_state()
     return [
         name for name, value in before.items()
-        if (now[name] != value if isinstance(value, (dict, set)) else
+        if (now[name] != value if isinstance(value, dict) else
             now[name] is not value)
     ]
 
@@ -448,11 +429,6 @@ def restore_library_state(before):
     schemes = before['CheckpointLoader._schemes']
     schemes.clear()
     schemes.update(before['CheckpointLoader._schemes contents'])
-    if 'torch safe globals' in before:
-        torch_entries = _safe_globals(own=True)
-        torch.serialization.clear_safe_globals()
-        torch.serialization.add_safe_globals(
-            list(torch_entries | before['torch safe globals']))
 
 
 # --- metrics recomputed from dumped predictions ------------------------------
@@ -464,13 +440,6 @@ COCO_STATS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
 # (IoUMetric sums and divides in float32).
 COCO_TOLERANCE = 5e-4 + 1e-9
 SEG_TOLERANCE = 5e-3 + 1e-4
-
-
-def load_dump(path):
-    """The list of data samples ``DumpResults`` / ``DumpDetResults`` (our
-    tools' ``--out``) pickled, written by the test itself."""
-    with open(path, 'rb') as f:
-        return pickle.load(f)
 
 
 def with_dumped_predictions(config, dump, directory):
@@ -513,22 +482,24 @@ def _coco_results(samples, cat_ids, iou_type):
 
 
 def coco_map_from_dump(dump, ann_file):
-    """CocoMetric's ``coco/{bbox,segm}_<stat>`` (unrounded), recomputed
-    with pycocotools' COCOeval from the predictions of a ``DumpDetResults``
-    pickle against the annotation json.
+    """CocoMetric's ``coco/{bbox,segm}_<stat>`` (unrounded; segm where the
+    predictions have masks), recomputed with pycocotools' COCOeval from
+    the predictions of a ``DumpDetResults`` pickle against the annotation
+    json.
 
     As CocoMetric does: label ``i`` is the json's ``i``-th category, every
     image of the json is scored (those without predictions too), up to
     1000 detections per image."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
-    samples = load_dump(dump)
+    samples = mmengine.load(dump)
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(ann_file))
         cat_ids = [c['id'] for c in json.loads(
             Path(ann_file).read_text())['categories']]
         metrics = {}
-        for iou_type in ('bbox', 'segm'):
+        masks = 'masks' in samples[0]['pred_instances']
+        for iou_type in ('bbox', 'segm') if masks else ('bbox', ):
             coco_eval = COCOeval(
                 gt, gt.loadRes(_coco_results(samples, cat_ids, iou_type)),
                 iou_type)
@@ -541,13 +512,13 @@ def coco_map_from_dump(dump, ann_file):
     return metrics
 
 
-def assert_coco_metrics_recomputed(metrics, dump, ann_file, num_images):
-    """``tools/test.py``'s COCO ``metrics`` came from predictions on the
-    first ``num_images`` images of ``ann_file`` (the test dataset's
-    ``indices``), each once, and equal pycocotools' own evaluation of
-    those predictions (``dump``: the run's ``--out``)."""
+def assert_coco_metrics_recomputed(metrics, dump, ann_file, num_images=None):
+    """COCO ``metrics`` came from predictions on the first ``num_images``
+    images of ``ann_file`` (the dataset's ``indices``; default all), each
+    once, and equal pycocotools' own evaluation of those predictions
+    (``dump``: the run's ``--out`` or ``DumpDetResults`` file)."""
     images = json.loads(Path(ann_file).read_text())['images']
-    seen = sorted(sample['img_id'] for sample in load_dump(dump))
+    seen = sorted(sample['img_id'] for sample in mmengine.load(dump))
     assert seen == sorted(image['id'] for image in images[:num_images]), (
         f'evaluated images {seen}, not the first {num_images} of {ann_file}')
     expected = coco_map_from_dump(dump, ann_file)
@@ -580,7 +551,7 @@ def miou_from_dump(dump, ann_dir, num_classes, reduce_zero_label,
     stem)."""
     intersect, pred_area, label_area = (np.zeros(num_classes, np.int64)
                                         for _ in range(3))
-    for sample in load_dump(dump):
+    for sample in mmengine.load(dump):
         pred = _pixel_data(sample, 'pred_sem_seg')
         stem = Path(sample['img_path']).stem
         label = label_map(ann_dir, stem, reduce_zero_label, seg_map_suffix)
@@ -607,7 +578,7 @@ def assert_miou_recomputed(metrics, dump, img_dir, ann_dir, num_images,
     against their label PNGs as read from disk, and equal a numpy
     recomputation from those predictions and PNGs (``dataset``: the
     keyword arguments of ``miou_from_dump``)."""
-    samples = load_dump(dump)
+    samples = mmengine.load(dump)
     seen = sorted(Path(sample['img_path']).name for sample in samples)
     expected_images = sorted(p.name for p in Path(img_dir).iterdir())
     assert seen == expected_images[:num_images], (

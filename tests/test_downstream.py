@@ -1,12 +1,13 @@
 """Downstream repos inherit our configs from the installed package.
 
 The README's downstream configs (section "Use our configs in your own
-repo") are written to a folder outside the repository and must load with
-``_base_ = 'mmgcvit::...'``: here from the editable install of this
-checkout, and in ``test_wheel_*`` from a wheel installed into a fresh
-virtualenv, where they train for a few iterations on generated data with
-the ``tools/train.py`` shipped in the wheel (the detector) and with mmseg's
-own ``tools/train.py`` (the segmentor).
+repo") and copies of the custom-data templates, written to folders outside
+the checkout, load through ``_base_ = 'mmgcvit::...'``: from the editable
+install of this checkout, and in ``test_wheel_*`` from a wheel installed
+into a fresh virtualenv, where the template copies, edited as
+docs/custom_data.md says, train a few iterations on generated data with the
+``tools/train.py`` shipped in the wheel (the detector) and with mmseg's own
+(the segmentor).
 """
 import json
 import os
@@ -20,27 +21,30 @@ from pathlib import Path
 
 import pytest
 import timm
-from helpers import (MMSEG_TRAIN, det_scaled_down, last_checkpoint, run,
-                     seg_scaled_down)
+from helpers import (MMSEG_TRAIN, REPO, det_scaled_down, last_checkpoint,
+                     run, seg_scaled_down)
 from mmengine.config import Config
 
-REPO = Path(__file__).resolve().parents[1]
-README = REPO / 'README.md'
+from mmgcvit.checkpoint import load_checkpoint
+from mmgcvit.dataset_tools import generate_custom_seg
+
 SECTION = '## Use our configs in your own repo'
 DET, SEG = 'my_mask-rcnn_gcvit-xxt_3cls.py', 'my_upernet_gcvit-xxt_3cls.py'
 DINO = 'my_dino-4scale_gcvit-t_3cls.py'
 # What they inherit.
-DET_BASE = 'detection/mask-rcnn_gcvit-t_fpn_1x_coco.py'
-SEG_BASE = 'segmentation/upernet_gcvit-t_8xb2-160k_ade20k-512x512.py'
-DINO_BASE = 'detection/dino-4scale_gcvit-t_8xb2-12e_coco.py'
-BASES = dict(det=DET_BASE, seg=SEG_BASE, dino=DINO_BASE)
-COCO_CLASSES = ['person', 'bicycle', 'car']
+BASES = dict(det='detection/mask-rcnn_gcvit-t_fpn_1x_coco.py',
+             seg='segmentation/upernet_gcvit-t_8xb2-160k_ade20k-512x512.py',
+             dino='detection/dino-4scale_gcvit-t_8xb2-12e_coco.py')
+COCO_CLASSES = ('person', 'bicycle', 'car')
+DET_TEMPLATE = REPO / 'configs/detection/mask-rcnn_gcvit-t_fpn_custom-coco.py'
+SEG_TEMPLATE = REPO / 'configs/segmentation/upernet_gcvit-t_custom-seg.py'
+SEG_CLASSES = ('widget', 'gadget', 'gizmo')  # generate_custom_seg's
 
 
 def readme_configs():
     """``{file name: text}`` of the README's downstream config blocks: the
     ``python`` blocks of SECTION whose first line is ``# <name>.py``."""
-    text = README.read_text()
+    text = (REPO / 'README.md').read_text()
     assert SECTION in text, f'README.md has no "{SECTION}" section'
     section = text.split(SECTION, 1)[1].split('\n## ', 1)[0]
     blocks = re.findall(r'```python\n# (\S+\.py)\b.*?\n(.*?)```', section,
@@ -64,64 +68,33 @@ def write_configs(folder, coco_root, ade20k_root):
     return folder
 
 
-def scopes(cfg):
-    """Every ``_scope_`` value in a (nested) config dict."""
-    found = set()
-
-    def visit(node):
-        if isinstance(node, dict):
-            if '_scope_' in node:
-                found.add(node['_scope_'])
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, (list, tuple)):
-            for value in node:
-                visit(value)
-
-    visit(cfg)
-    return found
-
-
 def check_downstream(out, coco_root, ade20k_root):
-    """The README configs, loaded (as dicts), inherit our bases with their
-    overrides."""
+    """The README configs, loaded (as dicts), are our bases with their
+    variant, classes and data."""
     det, seg, dino = out['det'], out['seg'], out['dino']
     xxt_weights = timm.models.get_pretrained_cfg('gcvit_xxtiny.in1k').url
-    model = det['model']
-    assert model['backbone']['type'] == 'GCViT'
-    assert model['backbone']['arch'] == 'xxtiny'
-    assert model['backbone']['init_cfg']['checkpoint'] == xxt_weights
-    assert model['backbone']['window_size'] is not None
-    assert model['roi_head']['bbox_head']['num_classes'] == 3
-    assert model['roi_head']['mask_head']['num_classes'] == 3
-    assert det['train_cfg']['max_epochs'] == 12
-    assert det['val_evaluator']['ann_file'].startswith(coco_root)
-
-    model = seg['model']
-    assert model['backbone']['arch'] == 'xxtiny'
-    assert model['backbone']['init_cfg']['checkpoint'] == xxt_weights
-    assert model['decode_head']['num_classes'] == 3
-    assert model['auxiliary_head']['num_classes'] == 3
-    assert seg['default_scope'] == 'mmseg'
-    assert seg['train_cfg']['max_iters'] == 160000
-
-    model = dino['model']
-    assert model['type'] == 'DINO' and model['backbone']['arch'] == 'tiny'
-    assert model['bbox_head']['num_classes'] == 3
-    assert dino['val_evaluator']['ann_file'].startswith(coco_root)
-
+    for cfg in (det, seg):
+        assert cfg['model']['backbone']['arch'] == 'xxtiny'
+        assert cfg['model']['backbone']['init_cfg']['checkpoint'] == \
+            xxt_weights
+    assert det['model']['roi_head']['mask_head']['num_classes'] == 3
+    assert seg['model']['auxiliary_head']['num_classes'] == 3
+    assert (dino['model']['type'], dino['model']['bbox_head']['num_classes'],
+            dino['model']['backbone']['arch']) == ('DINO', 3, 'tiny')
     for cfg, root, classes in ((det, f'{coco_root}/', COCO_CLASSES),
                                (dino, f'{coco_root}/', COCO_CLASSES),
-                               (seg, ade20k_root, ['sky', 'floor', 'tree'])):
+                               (seg, ade20k_root, ('sky', 'floor', 'tree'))):
         assert cfg['custom_imports']['imports'] == [
             'mmgcvit', 'mmgcvit.engine']
         for split in ('train', 'val', 'test'):
             dataset = cfg[f'{split}_dataloader']['dataset']
             assert dataset['data_root'] == root
-            assert dataset['metainfo']['classes'] == classes
+            assert dataset['metainfo']['classes'] == list(classes)
         # mmgcvit is no registry scope: its bases must not tag dicts with it.
-        assert 'mmgcvit' not in scopes(cfg), scopes(cfg)
-    assert det['default_scope'] == dino['default_scope'] == 'mmdet'
+        assert '"_scope_": "mmgcvit"' not in json.dumps(cfg)
+    assert det['val_evaluator']['ann_file'].startswith(coco_root)
+    assert (det['default_scope'], dino['default_scope'],
+            seg['default_scope']) == ('mmdet', 'mmdet', 'mmseg')
 
 
 # Loads the README configs in whatever interpreter runs it; prints them
@@ -140,20 +113,16 @@ print(json.dumps(out, default=str))
 """
 
 
-def base_file(files, name):
-    """The one path in ``files`` ending with ``/name``."""
-    found = [f for f in files if f.endswith('/' + name)]
-    assert len(found) == 1, (name, files)
-    return Path(found[0])
-
-
 def load_in(python, folder, env=None):
-    result = subprocess.run([str(python), '-c', LOAD, DET, SEG, DINO],
-                            cwd=folder,
-                            env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-6000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    """The README configs in ``folder`` as ``python`` loads them, each with
+    the file of the base it inherits."""
+    output = run([python, '-c', LOAD, DET, SEG, DINO], folder, env=env)
+    out = json.loads(re.search(r'^\{"mmgcvit".*$', output, re.M)[0])
+    for key, name in BASES.items():
+        found = [f for f in out[key + '_files'] if f.endswith('/' + name)]
+        assert len(found) == 1, (name, out[key + '_files'])
+        out[key + '_base'] = Path(found[0])
+    return out
 
 
 def test_config_hook_is_cheap_at_startup():
@@ -174,8 +143,14 @@ def test_editable_install_serves_checkout_configs(tmp_path, coco_root,
     check_downstream(out, coco_root, ade20k_root)
     # Editable: mmgcvit/.mim/configs are this checkout's configs.
     for key, name in BASES.items():
-        assert base_file(out[key + '_files'], name).resolve() == (
-            REPO / 'configs' / name)
+        assert out[key + '_base'].resolve() == REPO / 'configs' / name
+
+
+def test_dino_doc_shows_the_readme_config():
+    block, = re.findall(r'```python\n# my_dino_gcvit-t_3cls\.py\b.*?\n'
+                        r'(.*?)```', (REPO / 'docs/dino.md').read_text(),
+                        re.S)
+    assert block == readme_configs()[DINO].split('\n', 1)[1]
 
 
 def test_unknown_base_names_the_missing_file(tmp_path):
@@ -185,6 +160,30 @@ def test_unknown_base_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError,
                        match=r'detection/mask-rcnn_gcvit-t_fpn_2x_coco\.py'):
         Config.fromfile(str(config))
+
+
+def copy_template(template, folder, edits):
+    """``template`` copied into ``folder`` with ``edits`` (old text -> new
+    text, wherever it occurs) applied, as a user edits their copy."""
+    assert not folder.resolve().is_relative_to(REPO)
+    folder.mkdir(parents=True, exist_ok=True)
+    text = template.read_text()
+    for old, new in edits.items():
+        assert old in text, f'{template.name}: {old!r}'
+        text = text.replace(old, new)
+    path = folder / f'my_{template.name}'
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize('template', [DET_TEMPLATE, SEG_TEMPLATE],
+                         ids=['det', 'seg'])
+def test_unedited_template_copy_loads_as_the_template(template, tmp_path):
+    copy = copy_template(template, tmp_path / 'elsewhere', {})
+    original, copied = (Config.fromfile(path).to_dict()
+                        for path in (template, copy))
+    assert copied == original
+    assert copied['model']['backbone']['type'] == 'GCViT'
 
 
 @pytest.fixture(scope='module')
@@ -219,14 +218,10 @@ def fresh_venv(tmp_path_factory):
         check=True, capture_output=True, text=True).stdout.strip()
     (Path(site) / 'zz_test_environment.pth').write_text(
         sysconfig.get_paths()['purelib'] + '\n')
-    return dict(python=python, wheel=wheel, site=Path(site), tmp=tmp)
-
-
-@pytest.fixture(scope='module')
-def venv_env():
     env = {k: v for k, v in os.environ.items()
            if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
-    return dict(env, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    return dict(python=python, wheel=wheel, site=Path(site),
+                env=dict(env, OMP_NUM_THREADS='1'))
 
 
 @pytest.mark.slow
@@ -244,49 +239,70 @@ def test_wheel_ships_configs_tools_and_hook(fresh_venv):
         assert name in names, name
 
 
-@pytest.fixture(scope='module')
-def downstream(fresh_venv, venv_env, coco_root, ade20k_root):
-    """The README configs in a folder of their own, loaded by the fresh
-    virtualenv's Python."""
-    folder = write_configs(fresh_venv['tmp'] / 'my_repo', coco_root,
-                           ade20k_root)
-    out = load_in(fresh_venv['python'], folder, venv_env)
-    return folder, out
-
-
 @pytest.mark.slow
-def test_wheel_configs_load_from_installed_package(downstream, fresh_venv,
+def test_wheel_configs_load_from_installed_package(fresh_venv, tmp_path,
                                                    coco_root, ade20k_root):
-    _, out = downstream
+    folder = write_configs(tmp_path / 'my_repo', coco_root, ade20k_root)
+    out = load_in(fresh_venv['python'], folder, fresh_venv['env'])
     site = fresh_venv['site']
     assert Path(out['mmgcvit']).is_relative_to(site), out['mmgcvit']
     assert Path(out['hook']).is_relative_to(site), out['hook']
     for key, name in BASES.items():
-        assert base_file(out[key + '_files'], name) == (
-            site / 'mmgcvit/.mim/configs' / name)
+        assert out[key + '_base'] == site / 'mmgcvit/.mim/configs' / name
     check_downstream(out, coco_root, ade20k_root)
 
 
+def trained_heads(work_dir):
+    state = load_checkpoint(last_checkpoint(work_dir))['state_dict']
+    return {k: v.shape[0] for k, v in state.items()
+            if k.endswith(('fc_cls.weight', 'conv_logits.weight',
+                           'conv_seg.weight'))}
+
+
 @pytest.mark.slow
-def test_wheel_trains_downstream_detector(downstream, fresh_venv, venv_env,
-                                          coco_root, tmp_path):
-    folder, _ = downstream
+def test_wheel_trains_edited_detection_template(fresh_venv, tmp_path,
+                                                coco_root):
+    """The template's classes, root and file names set for the generated
+    COCO data; trained by the wheel's tools/train.py from the copy's
+    folder."""
+    folder = tmp_path / 'my_project'
+    config = copy_template(DET_TEMPLATE, folder, {
+        "classes = ('scratch', 'dent', 'crack')": f'classes = {COCO_CLASSES}',
+        "data_root = 'data/my_dataset/'": f'data_root = {coco_root + "/"!r}',
+        "'annotations/train.json'": "'annotations/instances_train2017.json'",
+        "'annotations/val.json'": "'annotations/instances_val2017.json'",
+        "img='train/'": "img='train2017/'",
+        "img='val/'": "img='val2017/'",
+    })
     train = fresh_venv['site'] / 'mmgcvit/.mim/tools/train.py'
-    work_dir = tmp_path / 'work'
-    log = run([fresh_venv['python'], train, DET, '--work-dir', work_dir,
-               *det_scaled_down(coco_root)], folder, env=venv_env)
+    log = run([fresh_venv['python'], train, config.name, '--work-dir', 'work',
+               *det_scaled_down(coco_root, 1, 'model.backbone.arch=xxtiny')],
+              folder, env=fresh_venv['env'])
     assert re.search(r'Epoch\(train\) *\[1\]\[2/2\]', log), log[-3000:]
     assert 'coco/segm_mAP' in log, log[-3000:]
-    assert last_checkpoint(work_dir) == work_dir / 'epoch_1.pth'
+    # + background; the heads follow the copy's classes.
+    assert trained_heads(folder / 'work') == {
+        'roi_head.bbox_head.fc_cls.weight': len(COCO_CLASSES) + 1,
+        'roi_head.mask_head.conv_logits.weight': len(COCO_CLASSES)}
 
 
 @pytest.mark.slow
-def test_wheel_trains_downstream_segmentor(downstream, fresh_venv, venv_env,
-                                           ade20k_root, tmp_path):
-    folder, _ = downstream
-    work_dir = tmp_path / 'work'
-    log = run([fresh_venv['python'], MMSEG_TRAIN, SEG, '--work-dir',
-               work_dir, *seg_scaled_down(ade20k_root)], folder,
-              env=venv_env)
+def test_wheel_trains_edited_segmentation_template(fresh_venv, tmp_path):
+    data_root = generate_custom_seg(
+        tmp_path / 'my_seg_dataset', num_train=4, num_val=4, img_size=128,
+        classes=SEG_CLASSES).data_root
+    folder = tmp_path / 'my_project'
+    config = copy_template(SEG_TEMPLATE, folder, {
+        "classes = ('background', 'crack')": f'classes = {SEG_CLASSES}',
+        'palette = [[0, 0, 0], [255, 64, 0]]':
+        'palette = [[220, 40, 40], [40, 220, 40], [40, 40, 220]]',
+        "data_root = 'data/my_seg_dataset/'":
+        f'data_root = {str(data_root)!r}',
+    })
+    log = run([fresh_venv['python'], MMSEG_TRAIN, config.name, '--work-dir',
+               'work', *seg_scaled_down(data_root),
+               'model.backbone.arch=xxtiny'], folder, env=fresh_venv['env'])
     assert 'mIoU' in log, log[-3000:]
-    assert last_checkpoint(work_dir).name.startswith('iter_')
+    assert trained_heads(folder / 'work') == {
+        'decode_head.conv_seg.weight': len(SEG_CLASSES),
+        'auxiliary_head.conv_seg.weight': len(SEG_CLASSES)}

@@ -12,6 +12,8 @@ package and the tests are put together.
   none was left replaced).
 - No module of ``mmgcvit`` imports one that imports it back; no test module
   imports another.
+
+(That every config selects our components: test_configs.py.)
 """
 import ast
 import importlib
@@ -25,35 +27,14 @@ from helpers import REPO
 
 # --- what import mmgcvit loads and registers ---------------------------------
 
-IMPORTED_BY_MMGCVIT = [
-    'mmgcvit',
-    'mmgcvit.checkpoint',
-    'mmgcvit.checkpoint.download',
-    'mmgcvit.checkpoint.loading',
-    'mmgcvit.checkpoint.reader',
-    'mmgcvit.models',
-    'mmgcvit.models.backbones',
-    'mmgcvit.models.backbones.biased_attention',
-    'mmgcvit.models.backbones.gcvit',
-    'mmgcvit.models.backbones.gcvit_arch',
-    'mmgcvit.models.backbones.gcvit_converter',
-    'mmgcvit.models.backbones.window_attention',
-    'mmgcvit.registry',
-    'mmgcvit.utils',
-    'mmgcvit.utils.fileio',
-    'mmgcvit.utils.torch_compat',
-    'mmgcvit.version',
-]
-# Modules that are the tools' business, not a config's custom_imports'.
-NOT_AT_IMPORT = ('pycocotools', 'mmgcvit.dataset_tools', 'mmgcvit.engine',
-                 'mmgcvit.analysis')
+# What ``import mmgcvit`` may load: the registry, the model, the checkpoint
+# reader (no pycocotools, dataset tooling, engine or analysis modules).
+AT_IMPORT = ('mmgcvit.registry', 'mmgcvit.version', 'mmgcvit.models',
+             'mmgcvit.checkpoint', 'mmgcvit.utils')
 
-LIST_MODULES = ("import mmgcvit, sys; print(sorted(m for m in sys.modules if "
-                "m.startswith(('pycocotools', 'mmgcvit'))))")
-
-# Runs `import mmgcvit` between two looks at mmengine's root registries,
-# then looks our components up through mmdet's and mmseg's registries, and
-# loads one of our configs.
+# Runs `import mmgcvit` between two looks at mmengine's root registries and
+# at the modules loaded, then looks our components up through mmdet's and
+# mmseg's registries, and loads one of our configs.
 REGISTRIES = '''
 import json, sys
 import mmcv.cnn, mmengine.runner  # their own registrations, made on import
@@ -64,7 +45,8 @@ before = {name: set(r._module_dict) for name, r in roots.items()}
 import mmgcvit
 gained = {name: sorted(set(r._module_dict) - before[name])
           for name, r in roots.items()}
-engine_at_import = 'mmgcvit.engine' in sys.modules
+loaded = sorted(m for m in sys.modules if m.startswith(('pycocotools',
+                                                        'mmgcvit.')))
 backend_at_import = 'mmgcvit_atomic' in backends
 import mmdet.registry, mmseg.registry
 resolved = {}
@@ -77,49 +59,24 @@ for library in (mmdet.registry, mmseg.registry):
             None if cls is None else f'{cls.__module__}.{cls.__qualname__}')
 from mmengine.config import Config
 Config.fromfile('configs/segmentation/upernet_gcvit-t_custom-seg.py')
-print(json.dumps(dict(gained=gained, engine_at_import=engine_at_import,
-                      backend_at_import=backend_at_import, resolved=resolved,
+print(json.dumps(dict(gained=gained, loaded=loaded, resolved=resolved,
+                      backend_at_import=backend_at_import,
                       backend=backends.get('mmgcvit_atomic').__name__)))
 '''
 
 
-def python(code):
-    """stdout of ``python -c code`` in a fresh interpreter, run from the
-    checkout."""
-    result = subprocess.run([sys.executable, '-c', code], cwd=REPO,
+def test_import_loads_the_backbone_and_registers_nothing_into_mmengine():
+    """Our components resolve by their ``mmgcvit.`` names through mmdet's
+    and mmseg's registries; loading a config registers the file backend."""
+    result = subprocess.run([sys.executable, '-c', REGISTRIES], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
-def test_import_loads_only_the_backbone_modules():
-    modules = python(LIST_MODULES).strip()
-    loaded = ast.literal_eval(modules)
-    assert not [m for m in loaded if m.startswith(NOT_AT_IMPORT)], modules
-    # The .pth start-up hook of an installed mmgcvit (mmgcvit::
-    # config bases) is in every process of that Python, mmgcvit or not.
-    hook = ['mmgcvit_config_hook'] if 'mmgcvit_config_hook' in \
-        sys.modules else []
-    assert loaded == sorted(IMPORTED_BY_MMGCVIT + hook)
-
-
-@pytest.fixture(scope='module')
-def fresh_registries():
-    return json.loads(python(REGISTRIES).splitlines()[-1])
-
-
-def test_import_registers_nothing_into_mmengine(fresh_registries):
-    assert fresh_registries['gained'] == dict(HOOKS=[], LOOPS=[])
-    assert not fresh_registries['engine_at_import']
-    assert not fresh_registries['backend_at_import']
-
-
-def test_loading_a_config_registers_the_atomic_backend(fresh_registries):
-    assert fresh_registries['backend'] == 'AtomicLocalBackend'
-
-
-def test_engine_components_resolve_through_downstream_registries(
-        fresh_registries):
+    found = json.loads(result.stdout.splitlines()[-1])
+    assert [m for m in found['loaded'] if not m.startswith(AT_IMPORT)] == []
+    assert 'mmgcvit.models.backbones.gcvit' in found['loaded']
+    assert found['gained'] == dict(HOOKS=[], LOOPS=[])
+    assert not found['backend_at_import']
+    assert found['backend'] == 'AtomicLocalBackend'
     expected = {
         'AtomicCheckpointHook':
         'mmgcvit.engine.checkpoint_writes.AtomicCheckpointHook',
@@ -127,11 +84,12 @@ def test_engine_components_resolve_through_downstream_registries(
         'ResumableEpochBasedTrainLoop':
         'mmgcvit.engine.resume.ResumableEpochBasedTrainLoop',
     }
-    resolved = fresh_registries['resolved']
-    assert len(resolved) == 2 * len(expected), resolved
-    for key, cls in resolved.items():
-        assert key.startswith(('mmdet.registry.', 'mmseg.registry.'))
-        assert cls == expected[key.split(':')[1]], key
+    assert found['resolved'] == {
+        f'{library}.registry.{registry}:{name}': expected[name]
+        for library in ('mmdet', 'mmseg')
+        for registry, name in (('hook', 'AtomicCheckpointHook'),
+                               ('hook', 'RNGStateHook'),
+                               ('loop', 'ResumableEpochBasedTrainLoop'))}
 
 
 # --- no patches of other libraries ---------------------------------------
@@ -271,55 +229,25 @@ def imported_modules(name, path, modules):
 
 
 def import_cycles(root, package):
-    """Each cycle of imports among the modules of ``root``, as a list of
-    names from a module back to itself (one per strongly connected set)."""
+    """Cycles of imports among the modules of ``root`` (none if and only if
+    there is none): for each module first by name on the shortest path of
+    imports from it back to itself, that path."""
     modules = module_names(root, package)
     graph = {name: sorted(imported_modules(name, path, modules))
              for name, path in modules.items()}
-    # Tarjan's strongly connected components.
-    index, low, stack, on_stack, components = {}, {}, [], set(), []
-
-    def visit(node):
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for child in graph[node]:
-            if child not in index:
-                visit(child)
-                low[node] = min(low[node], low[child])
-            elif child in on_stack:
-                low[node] = min(low[node], index[child])
-        if low[node] == index[node]:
-            component = set()
-            while node not in component:
-                component.add(stack.pop())
-            on_stack.difference_update(component)
-            components.append(component)
-
-    for node in graph:
-        if node not in index:
-            visit(node)
     cycles = []
-    for component in components:
-        start = min(component)
-        if len(component) > 1 or start in graph[start]:
-            cycles.append(_path_back(graph, component, start))
-    return cycles
-
-
-def _path_back(graph, component, start):
-    """A path of imports from ``start`` back to it inside ``component``."""
-    paths = [[start]]
-    seen = set()
-    while paths:
-        path = paths.pop(0)
-        for child in graph[path[-1]]:
-            if child == start:
-                return path + [start]
-            if child in component and child not in seen:
+    for start in graph:
+        paths, seen = [[start]], set()
+        while paths:  # breadth first: the shortest path back
+            path = paths.pop(0)
+            if start in graph[path[-1]]:
+                if start == min(path):
+                    cycles.append(path + [start])
+                break
+            for child in [c for c in graph[path[-1]] if c not in seen]:
                 seen.add(child)
                 paths.append(path + [child])
-    raise AssertionError(f'no cycle through {start}')
+    return cycles
 
 
 def test_import_walk_finds_cycles(tmp_path):
@@ -362,25 +290,3 @@ def test_no_test_module_imports_another():
             offenders += [f'{path.name} imports {name}' for name in names
                           if name.split('.')[0] in test_modules]
     assert offenders == []
-
-
-# --- what the configs select ------------------------------------------------
-
-@pytest.mark.parametrize(
-    'config', sorted(str(p.relative_to(REPO))
-                     for p in (REPO / 'configs').glob('*/*.py')))
-def test_every_config_selects_our_components(config):
-    """What any tool then gets (README, "What our configs add")."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(REPO / config, import_custom_modules=False)
-    assert cfg.custom_imports.imports == ['mmgcvit', 'mmgcvit.engine']
-    assert cfg.train_cfg.type in ('mmgcvit.ResumableEpochBasedTrainLoop',
-                                  'mmgcvit.ResumableIterBasedTrainLoop')
-    assert cfg.test_cfg.type == 'mmgcvit.PreflightTestLoop'
-    assert cfg.default_hooks.checkpoint.type == 'mmgcvit.AtomicCheckpointHook'
-    assert cfg.default_hooks.checkpoint.backend_args == dict(
-        backend='mmgcvit_atomic')
-    assert [h['type'] for h in cfg.custom_hooks] == [
-        'mmgcvit.RNGStateHook', 'mmgcvit.PlainCheckpointHook',
-        'mmgcvit.LoadReportHook', 'mmgcvit.TestMetricsHook']
-    assert cfg.optim_wrapper.type == 'OptimWrapper'
