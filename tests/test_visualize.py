@@ -51,7 +51,8 @@ def test_records_softmax_rows_of_every_global_block(backbone):
     assert [(r.stage, r.block) for r in records] == [
         (0, 1), (1, 1), (2, 1), (2, 3), (2, 5), (3, 1)]
     for r in records:
-        w, (h, wd) = r.window_size, r.feat_size
+        w = r.window_size
+        h, wd = r.feat_size
         assert (h, wd) == (HEIGHT // 4 // 2**r.stage, WIDTH // 4 // 2**r.stage)
         assert r.weights.shape == (2, math.ceil(h / w) * math.ceil(wd / w),
                                    2 * 2**r.stage, w * w, w * w)

@@ -73,7 +73,8 @@ class _TensorForward(torch.nn.Module):
 
     def __init__(self, model, data_samples):
         super().__init__()
-        self.model, self.data_samples = model, data_samples
+        self.model = model
+        self.data_samples = data_samples
 
     def forward(self, inputs):
         return self.model(inputs, self.data_samples, mode='tensor')

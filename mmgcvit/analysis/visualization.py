@@ -43,7 +43,8 @@ def record_global_attention(backbone):
             handles += [attn.register_forward_pre_hook(
                 lambda m, args, sizes=sizes: sizes.append(args[0].shape[1:3])),
                 attn.attn_drop.register_forward_hook(record)]
-            flags[attn], attn.fused_attn = attn.fused_attn, False
+            flags[attn] = attn.fused_attn
+            attn.fused_attn = False
     try:
         yield records
     finally:
