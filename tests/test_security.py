@@ -193,31 +193,30 @@ def load_everywhere(path):
 def test_crafted_files_refused_everywhere(tmp_path, build, refusal):
     path = tmp_path / 'hostile.pth'
     build(path)
-    outcome = load_everywhere(path)
-    assert not (tmp_path / 'marker').exists()
-    # torch's own weights_only refuses numpy and these classes: the import
-    # must not have taught it otherwise (the zero-stride bomb is a valid
-    # tensor to torch: it loads lazily and costs nothing until read).
-    if build is not zero_stride_bomb:
-        assert outcome['torch.load'].startswith('UnpicklingError'), outcome
-    for path_name in ('mmgcvit', 'mmengine', 'init_cfg'):
-        assert refusal in outcome[path_name], outcome
-        assert outcome[path_name].startswith('CheckpointError'), outcome
-        assert '\n' not in outcome[path_name]
-        assert 'MMGCVIT_TRUST_CHECKPOINT=' in outcome[path_name]
+    # The use-after-free file: 3 fresh processes of 3 survive.
+    for _ in range(3 if build is use_after_free else 1):
+        outcome = load_everywhere(path)
+        assert not (tmp_path / 'marker').exists()
+        # torch's own weights_only refuses numpy and these classes: the
+        # import must not have taught it otherwise (the zero-stride bomb is
+        # a valid tensor to torch: it loads lazily and costs nothing until
+        # read).
+        if build is not zero_stride_bomb:
+            assert outcome['torch.load'].startswith('UnpicklingError'), \
+                outcome
+        for path_name in ('mmgcvit', 'mmengine', 'init_cfg'):
+            assert refusal in outcome[path_name], outcome
+            assert outcome[path_name].startswith('CheckpointError'), outcome
+            assert '\n' not in outcome[path_name]
+            assert 'MMGCVIT_TRUST_CHECKPOINT=' in outcome[path_name]
 
 
-def test_use_after_free_file_survives_three_runs(tmp_path):
-    path = tmp_path / 'uaf.pth'
-    use_after_free(path)
-    # Unchecked, the tensor reads freed memory: not the values stored.
-    unchecked = python(LOAD, path, 'unchecked', timeout=60)
+def test_use_after_free_file_reads_freed_memory_unchecked(tmp_path):
+    """The harm the table's first file does without the reader."""
+    use_after_free(tmp_path / 'uaf.pth')
+    unchecked = python(LOAD, tmp_path / 'uaf.pth', 'unchecked', timeout=60)
     assert unchecked.returncode != 0 or json.loads(
         unchecked.stdout) != [0, 1, 2, 3, 4], unchecked.stdout
-    for _ in range(3):
-        outcome = load_everywhere(path)
-        assert all(v.startswith(('CheckpointError', 'UnpicklingError'))
-                   for v in outcome.values()), outcome
 
 
 VERDICTS = '''
