@@ -4,17 +4,15 @@
     python tools/demo.py --task seg   # UPerNet, mIoU
 
 Generates a small learnable dataset in the stock COCO / ADE20K format
-(reused on later runs), trains the demo config from scratch with
-``tools/train.py``, evaluates the last checkpoint with ``tools/test.py``
-and prints the metrics and times. Under ``--work-dir``: ``data/``,
-``train/`` (checkpoints, logs), ``test/<timestamp>/`` (``metrics.json``,
-prediction pictures in ``vis_data/vis_image/``), ``curves.png`` and
-``demo.json`` (metrics, times, paths).
+(reused on later runs) in ``data/``, trains the demo config from scratch
+with ``tools/train.py`` in ``train/``, evaluates the last checkpoint with
+``tools/test.py`` in ``test/<timestamp>/`` (``metrics.json``, prediction
+pictures in ``vis_data/vis_image/``), all under ``--work-dir``, and prints
+the metrics.
 """
 import argparse
 import glob
 import json
-import os
 import os.path as osp
 import subprocess
 import sys
@@ -25,30 +23,21 @@ from mmengine.config import Config
 from mmengine.runner import find_latest_checkpoint
 
 from mmgcvit.dataset_tools import generate_ade20k, generate_coco
-from mmgcvit.utils.fileio import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
-# Per task: the demo config, its dataset generator and the metrics to report
-# and plot.
+# Per task: the demo config, its dataset generator and the metrics printed.
 TASKS = dict(
-    det=dict(
-        config='configs/detection/mask-rcnn_gcvit-xxt_fpn_demo-shapes.py',
-        generate=generate_coco,
-        metrics=('coco/bbox_mAP_50', 'coco/bbox_mAP', 'coco/segm_mAP_50',
-                 'coco/segm_mAP')),
-    seg=dict(
-        config='configs/segmentation/'
-        'upernet_gcvit-xxt_demo-ade20k-128x128.py',
-        generate=generate_ade20k,
-        metrics=('mIoU', 'aAcc', 'mAcc')),
+    det=('configs/detection/mask-rcnn_gcvit-xxt_fpn_demo-shapes.py',
+         generate_coco, ('coco/bbox_mAP_50', 'coco/bbox_mAP',
+                         'coco/segm_mAP_50', 'coco/segm_mAP')),
+    seg=('configs/segmentation/upernet_gcvit-xxt_demo-ade20k-128x128.py',
+         generate_ade20k, ('mIoU', 'aAcc', 'mAcc')),
 )
 NUM_TRAIN, NUM_VAL, IMG_SIZE = 256, 32, 128
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(
-        description='Train and evaluate a GC ViT model on generated data '
-        '(CPU, minutes)')
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument(
         '--task', choices=sorted(TASKS), default='det',
         help='det: Mask R-CNN on COCO-format shapes (box/mask mAP); seg: '
@@ -63,22 +52,9 @@ def parse_args():
     return parser.parse_args()
 
 
-def data_options(task, data_root):
-    """``--cfg-options`` pointing the demo config at the generated data."""
-    options = []
-    for split in ('train', 'val', 'test'):
-        options.append(f'{split}_dataloader.dataset.data_root={data_root}/')
-    if task == 'det':
-        ann = f'{data_root}/annotations/instances_val2017.json'
-        options += [f'val_evaluator.ann_file={ann}',
-                    f'test_evaluator.ann_file={ann}']
-    return options
-
-
 def run(*cmd):
     """Run a tool, its output streamed to ours."""
-    code = subprocess.call([sys.executable, *map(str, cmd)],
-                           env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    code = subprocess.call([sys.executable, *map(str, cmd)])
     if code:
         raise SystemExit(f'{cmd[0]} failed (exit code {code}); its output '
                          'is above.')
@@ -86,61 +62,43 @@ def run(*cmd):
 
 def main():
     args = parse_args()
-    task = TASKS[args.task]
+    config, generate, metric_names = TASKS[args.task]
+    config = REPO / config
     work_dir = osp.abspath(args.work_dir or f'work_dirs/demo-{args.task}')
-    config = REPO / task['config']
-    cfg = Config.fromfile(config)
     start = time.perf_counter()
-
-    data = task['generate'](
+    data_root = generate(
         osp.join(work_dir, 'data'), NUM_TRAIN, NUM_VAL, IMG_SIZE,
-        classes=cfg.metainfo['classes'])
-    options = ['--cfg-options', *data_options(args.task, data.data_root),
-               *args.cfg_options]
-    generated = time.perf_counter()
+        classes=Config.fromfile(config).metainfo['classes']).data_root
+    # The demo config pointed at the generated data.
+    options = [f'{split}_dataloader.dataset.data_root={data_root}/'
+               for split in ('train', 'val', 'test')]
+    if args.task == 'det':
+        ann = f'{data_root}/annotations/instances_val2017.json'
+        options += [f'val_evaluator.ann_file={ann}',
+                    f'test_evaluator.ann_file={ann}']
+    options = ['--cfg-options', *options, *args.cfg_options]
 
-    train_dir = osp.join(work_dir, 'train')
+    train_dir, test_dir = osp.join(work_dir, 'train'), osp.join(work_dir,
+                                                                 'test')
     run(REPO / 'tools/train.py', config, '--work-dir', train_dir, *options)
-    checkpoint = find_latest_checkpoint(train_dir)
-    trained = time.perf_counter()
-
-    # Draw every test image through the visualizer's PNG backend.
-    draw = ['default_hooks.visualization.draw=True',
-            'default_hooks.visualization.interval=1']
-    test_dir = osp.join(work_dir, 'test')
-    run(REPO / 'tools/test.py', config, checkpoint, '--work-dir', test_dir,
-        *options, *draw)
-    tested = time.perf_counter()
+    # Every test image drawn through the visualizer's PNG backend.
+    run(REPO / 'tools/test.py', config, find_latest_checkpoint(train_dir),
+        '--work-dir', test_dir, *options,
+        'default_hooks.visualization.draw=True',
+        'default_hooks.visualization.interval=1')
     # This run's log folder is the newest (mmgcvit.TestMetricsHook's file).
-    metrics_path = max(glob.glob(osp.join(test_dir, '*', 'metrics.json')),
+    metrics_file = max(glob.glob(osp.join(test_dir, '*', 'metrics.json')),
                        key=osp.getmtime)
-    with open(metrics_path) as f:
+    with open(metrics_file) as f:
         metrics = json.load(f)
-    pictures = osp.join(osp.dirname(metrics_path), 'vis_data', 'vis_image')
-
-    curves = osp.join(work_dir, 'curves.png')
-    run(REPO / 'tools/analysis_tools/plot_curves.py', train_dir, '--out',
-        curves, '--metrics', *task['metrics'])
-    end = time.perf_counter()
-
-    times = dict(data=generated - start, train=trained - generated,
-                 test=tested - trained, total=end - start)
-    summary = dict(
-        task=args.task, config=str(config),
-        metrics={k: metrics[k] for k in task['metrics']}, seconds=times,
-        data=str(data.data_root), checkpoint=checkpoint,
-        pictures=pictures, curves=curves)
-    write_json_atomic(summary, osp.join(work_dir, 'demo.json'))
     print('\n' + '=' * 60)
     print(f'GC ViT demo ({args.task}), validation split of the generated '
-          'data:')
-    for key, value in summary['metrics'].items():
-        print(f'  {key}: {value:.4g}')
-    print('time: ' + ', '.join(f'{k} {v:.0f} s' for k, v in times.items()) +
-          f' ({times["total"] / 60:.1f} min)')
-    print(f'prediction pictures: {pictures}')
-    print(f'loss and metric curves: {curves}')
-    print(f'summary: {osp.join(work_dir, "demo.json")}')
+          f'data ({metrics_file}):')
+    for name in metric_names:
+        print(f'  {name}: {metrics[name]:.4g}')
+    print(f'total time: {(time.perf_counter() - start) / 60:.1f} min')
+    print('prediction pictures: ' +
+          osp.join(osp.dirname(metrics_file), 'vis_data', 'vis_image'))
 
 
 if __name__ == '__main__':
