@@ -1,10 +1,6 @@
-"""Shared pytest fixtures: small generated datasets, made once per session,
-and the check that no test leaves mmengine / mmcv patched.
-
-Both datasets are learnable (one shape / texture per class) and in the
-stock on-disk formats, so stock mmdet / mmseg configs load them unchanged;
-see ``mmgcvit/dataset_tools/synthetic.py``.
-"""
+"""Shared pytest fixtures: small generated datasets in the stock on-disk
+formats, made once per session (``mmgcvit/dataset_tools``), and the check
+that no test leaves mmengine / mmcv patched."""
 import pytest
 import torch
 from helpers import (ReleaseServer, library_changes, library_state,

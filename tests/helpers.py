@@ -1,6 +1,4 @@
-"""Helpers shared by the test modules (no test module imports another):
-skips by torch version, small arches, running our tools and the upstream
-ones, and scaled-down versions of the shipped configs."""
+"""Helpers shared by the test modules (no test module imports another)."""
 import contextlib
 import importlib
 import importlib.util
@@ -100,8 +98,7 @@ def random_checkpoint(config, path, **dataset_meta):
     classes (and ``dataset_meta``) as a runner saves them; returns
     ``path``."""
     from mmengine.registry import MODELS
-    cfg = Config.fromfile(config)
-    import_modules_from_strings(**cfg.custom_imports)
+    cfg = Config.fromfile(config)  # which imports its custom_imports
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -223,10 +220,8 @@ randomness = dict(seed=0, deterministic=True)
 def small_detection_config(path, coco_root, arch='tiny', with_cp=False,
                            size=128, batch=1, images=16, epochs=1,
                            ckpt_every=1000, channels=32):
-    """Write the real Mask R-CNN GC ViT-T config, scaled down, to ``path``:
-    ``images`` generated COCO images at ``size`` px, ``batch`` per
-    iteration, FPN / heads ``channels`` wide, deterministic seed 0,
-    iteration checkpoints."""
+    """Write the real Mask R-CNN GC ViT-T config, scaled down (SMALL_DET), to
+    ``path``."""
     classes = tuple(c['name'] for c in json.loads(
         (Path(coco_root) / 'annotations' /
          'instances_train2017.json').read_text())['categories'])
@@ -244,12 +239,10 @@ TEST_IMAGES = 4
 
 
 def det_scaled_down(coco_root, epochs=1, *more):
-    """``--cfg-options`` shrinking the config to a few seconds of CPU: no
-    pretrained weights, 128-pixel images, 4 images per split, batch 2,
-    fewer proposals, ``epochs`` epochs; keeps every detection so that
-    CocoMetric has something to score. The generated data has COCO's first
-    three classes, so the heads predict those three (CocoMetric maps labels
-    to the categories of the annotation file)."""
+    """``--cfg-options`` shrinking the config to a few seconds of CPU; every
+    detection kept, so that CocoMetric has something to score; the heads
+    predict the generated data's three classes (CocoMetric maps labels to
+    the categories of the annotation file)."""
     options = [
         'model.backbone.init_cfg=None',
         'model.roi_head.bbox_head.num_classes=3',
@@ -377,10 +370,9 @@ _ABSENT = '<not set>'
 
 
 def patch_points():
-    """(name, owner, attribute) of the library objects that tests patch (in
-    their own process, restoring them) or that mmgcvit used to patch
-    (``owner.__dict__[attribute]``, so an attribute that is normally
-    inherited or absent reads as absent)."""
+    """(name, owner, attribute) of the library objects that tests patch or
+    that mmgcvit used to patch (an inherited or absent attribute of
+    ``owner.__dict__`` reads as absent)."""
     return [
         ('LocalBackend.put', LocalBackend, 'put'),
         ('LocalBackend.put_text', LocalBackend, 'put_text'),
@@ -483,13 +475,9 @@ def _coco_results(samples, cat_ids, iou_type):
 
 def coco_map_from_dump(dump, ann_file):
     """CocoMetric's ``coco/{bbox,segm}_<stat>`` (unrounded; segm where the
-    predictions have masks), recomputed with pycocotools' COCOeval from
-    the predictions of a ``DumpDetResults`` pickle against the annotation
-    json.
-
-    As CocoMetric does: label ``i`` is the json's ``i``-th category, every
-    image of the json is scored (those without predictions too), up to
-    1000 detections per image."""
+    predictions have masks), recomputed with pycocotools' COCOeval from a
+    ``DumpDetResults`` pickle as CocoMetric scores: label ``i`` is the
+    json's ``i``-th category, every image of the json counts."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
     samples = mmengine.load(dump)
@@ -572,12 +560,10 @@ def miou_from_dump(dump, ann_dir, num_classes, reduce_zero_label,
 
 def assert_miou_recomputed(metrics, dump, img_dir, ann_dir, num_images,
                            **dataset):
-    """``tools/test.py``'s IoUMetric ``metrics`` came from predictions on
-    the first ``num_images`` images of ``img_dir`` (mmseg's dataset order:
-    sorted paths; the test dataset's ``indices``), each once, scored
-    against their label PNGs as read from disk, and equal a numpy
-    recomputation from those predictions and PNGs (``dataset``: the
-    keyword arguments of ``miou_from_dump``)."""
+    """IoUMetric's ``metrics`` came from predictions on the first
+    ``num_images`` images of ``img_dir`` (sorted, as mmseg's datasets),
+    each once, scored against their label PNGs as read from disk, and equal
+    ``miou_from_dump`` (given ``dataset``) of those predictions and PNGs."""
     samples = mmengine.load(dump)
     seen = sorted(Path(sample['img_path']).name for sample in samples)
     expected_images = sorted(p.name for p in Path(img_dir).iterdir())

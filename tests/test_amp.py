@@ -30,17 +30,12 @@ def small_detector(device):
 def dtypes_seen(model, run):
     """The dtypes of the backbone's and the neck's outputs during ``run``."""
     seen = []
-
-    def record(module, args, outputs):
-        seen.extend(o.dtype for o in outputs)
-
-    hooks = [m.register_forward_hook(record)
-             for m in (model.backbone, model.neck)]
-    try:
-        result = run()
-    finally:
-        for hook in hooks:
-            hook.remove()
+    hooks = [m.register_forward_hook(
+        lambda module, args, outputs: seen.extend(o.dtype for o in outputs))
+        for m in (model.backbone, model.neck)]
+    result = run()
+    for hook in hooks:
+        hook.remove()
     return seen, result
 
 

@@ -1,10 +1,9 @@
 """The shipped configs, each parsed once here: every one selects our
-components, feeds its neck or heads the backbone's channels and names
-timm's release of its variant's ImageNet weights; the T configs are the
-mmdet / mmseg recipes they claim (Swin's Mask R-CNN and UPerNet, mmdet's
-DINO-4scale) with GC ViT in place of the backbone, the other variants the T
-config with another backbone; the detectors have the paper's sizes (that
-each config builds to its model-zoo size: test_model_zoo.py)."""
+components, fits its backbone and names timm's release of its weights; the
+T configs are the recipes they claim (mmdet's / mmseg's Swin Mask R-CNN and
+UPerNet, mmdet's DINO-4scale) with GC ViT, the other variants the T config
+with another backbone. (Each builds to its model-zoo size: test_model_zoo.)
+"""
 import functools
 import re
 from pathlib import Path
@@ -269,16 +268,15 @@ def test_optimizer_excludes_tables_and_norms_from_decay(config):
                 for g in build_optim_wrapper(
                     model, cfg.optim_wrapper).optimizer.param_groups
                 for p in g['params']}
-    no_decay = {f'{name}.{p}' for name, m in model.backbone.named_modules()
-                if isinstance(m, torch.nn.LayerNorm)
-                for p, _ in m.named_parameters()}
-    tables = 0
+    norms = {f'{name}.{p}' for name, m in model.backbone.named_modules()
+             if isinstance(m, torch.nn.LayerNorm)
+             for p, _ in m.named_parameters()}
+    tables = {name for name, _ in model.backbone.named_parameters()
+              if name.endswith('relative_position_bias_table')}
+    assert len(tables) == 12 and norms  # XXT: 2 + 2 + 6 + 2 blocks
     for name, param in model.backbone.named_parameters():
-        tables += name.endswith('relative_position_bias_table')
-        excluded = name in no_decay or name.endswith(
-            'relative_position_bias_table')
+        excluded = name in norms | tables
         if excluded or param.ndim > 1:
             assert settings[id(param)] == pytest.approx((
                 optimizer.lr * lr_mult,
                 0. if excluded else optimizer.weight_decay)), name
-    assert tables == 12 and no_decay  # XXT: 2 + 2 + 6 + 2 blocks

@@ -1,11 +1,9 @@
-"""Real GC ViT detection configs trained and evaluated end to end on the
-generated COCO data by mmdet's own ``tools/train.py``, with nothing but the
-config (its ``custom_imports`` registers GCViT and the engine components;
-fp32 ``OptimWrapper``, so no override on a CPU): Mask R-CNN XXT scaled
-down by ``--cfg-options`` only, then our ``tools/test.py`` (bbox and segm
-mAP through the stock ``CocoMetric``), and DINO T as a user's config
-inherits it; every mAP recomputed with pycocotools. (Exact resume with
-our ``tools/train.py``: test_resume_determinism.py.)
+"""Shipped detection configs trained on generated COCO data by mmdet's own
+``tools/train.py`` with no override (fp32 ``OptimWrapper``; the config's
+``custom_imports`` bring GC ViT and the engine components): Mask R-CNN XXT
+scaled down by ``--cfg-options``, then evaluated by our ``tools/test.py``,
+and DINO T as a user's config inherits it; every mAP recomputed with
+pycocotools. (Exact resume: test_resume_determinism.py.)
 """
 import json
 import re

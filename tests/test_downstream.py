@@ -153,15 +153,6 @@ def test_dino_doc_shows_the_readme_config():
     assert block == readme_configs()[DINO].split('\n', 1)[1]
 
 
-def test_unknown_base_names_the_missing_file(tmp_path):
-    config = tmp_path / 'typo.py'
-    config.write_text(
-        "_base_ = 'mmgcvit::detection/mask-rcnn_gcvit-t_fpn_2x_coco.py'\n")
-    with pytest.raises(FileNotFoundError,
-                       match=r'detection/mask-rcnn_gcvit-t_fpn_2x_coco\.py'):
-        Config.fromfile(str(config))
-
-
 def copy_template(template, folder, edits):
     """``template`` copied into ``folder`` with ``edits`` (old text -> new
     text, wherever it occurs) applied, as a user edits their copy."""
@@ -225,23 +216,13 @@ def fresh_venv(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_wheel_ships_configs_tools_and_hook(fresh_venv):
-    names = set(zipfile.ZipFile(fresh_venv['wheel']).namelist())
-    for name in ('mmgcvit_config_hook.pth', 'mmgcvit_config_hook.py',
-                 'mmgcvit/.mim/model-index.yml',
-                 'mmgcvit/.mim/configs/detection/metafile.yml',
-                 'mmgcvit/.mim/configs/segmentation/metafile.yml',
-                 'mmgcvit/.mim/configs/detection/'
-                 'mask-rcnn_gcvit-t_fpn_1x_coco.py',
-                 'mmgcvit/.mim/tools/train.py',
-                 'mmgcvit/.mim/tools/_upstream.py',
-                 'mmgcvit/.mim/tools/dist_train.sh'):
-        assert name in names, name
-
-
-@pytest.mark.slow
 def test_wheel_configs_load_from_installed_package(fresh_venv, tmp_path,
                                                    coco_root, ade20k_root):
+    names = set(zipfile.ZipFile(fresh_venv['wheel']).namelist())
+    assert {'mmgcvit_config_hook.pth', 'mmgcvit/.mim/model-index.yml',
+            'mmgcvit/.mim/configs/detection/metafile.yml',
+            'mmgcvit/.mim/configs/segmentation/metafile.yml',
+            'mmgcvit/.mim/tools/dist_train.sh'} <= names
     folder = write_configs(tmp_path / 'my_repo', coco_root, ade20k_root)
     out = load_in(fresh_venv['python'], folder, fresh_venv['env'])
     site = fresh_venv['site']

@@ -1,19 +1,8 @@
-"""What ``import mmgcvit`` and our configs do to the process, and how the
-package and the tests are put together.
-
-- ``import mmgcvit`` loads only the backbone, the checkpoint reader and the
-  registry (no pycocotools, dataset tooling, engine or analysis modules)
-  and registers nothing into mmengine's registries; the engine components
-  resolve by their ``mmgcvit.`` names through mmdet's and mmseg's
-  registries, and loading one of our configs registers the atomic file
-  backend its checkpoint hook names.
-- Nothing in ``mmgcvit/`` or ``tools/`` assigns or deletes an attribute of
-  another library's objects (``conftest.py`` checks after every test that
-  none was left replaced).
-- No module of ``mmgcvit`` imports one that imports it back; no test module
-  imports another.
-
-(That every config selects our components: test_configs.py.)
+"""What ``import mmgcvit`` does to the process (in a fresh one), and how
+the package and the tests are put together: no patches of other libraries
+in ``mmgcvit/`` or ``tools/`` (``conftest.py`` checks after every test that
+none was left replaced), no import cycles, no test module importing
+another. (That every config selects our components: test_configs.py.)
 """
 import ast
 import importlib

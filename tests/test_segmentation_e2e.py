@@ -1,12 +1,8 @@
-"""A real GC ViT UPerNet config end to end on generated ADE20K data.
-
-The shipped XXT config is shrunk by ``--cfg-options`` only (``scaled_down``):
-64x64 crops, 4 iterations of 2 images in fp32, narrower heads, 4 test
-images, no ImageNet checkpoint. mmseg's own ``tools/train.py`` (which finds
-GC ViT and the engine components through the config's ``custom_imports``)
-trains it; our ``tools/test.py`` (mmseg's) evaluates it, the mIoU
-recomputed with numpy. (``--tta`` is mmseg's, with mmseg's ADE20K TTA
-pipeline: test_configs.py.)
+"""The shipped UPerNet XXT config, scaled down by ``--cfg-options`` only,
+trained on generated ADE20K data by mmseg's own ``tools/train.py`` (the
+config's ``custom_imports`` bring GC ViT and the engine components) and
+evaluated by ours, the mIoU recomputed with numpy. (``--tta`` is mmseg's
+with mmseg's ADE20K TTA pipeline: test_configs.py.)
 """
 import sys
 

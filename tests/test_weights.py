@@ -1,14 +1,9 @@
 """ImageNet weights that download themselves.
 
-Every shipped config that starts from ImageNet weights names timm's release
-URL of its variant (test_configs.py). The download path is exercised
-against a loopback HTTP server holding a generated timm-format checkpoint
-whose file name carries its real sha256 prefix, as the release files do:
-through a shipped config (its URL replaced as ``--cfg-options`` would) and
-``init_weights``, the file is downloaded once into the cache, hash-checked,
-loaded and its bias tables resized to the detector's windows. Failures
-(404, no server, truncated body, wrong hash) end in one message that names
-the local-file alternative, and leave no bad file in the cache.
+The shipped configs name timm's release URLs (test_configs.py); here a
+loopback HTTP server holds a generated timm-format checkpoint named, as
+the release files are, with its sha256 prefix. Failures end in one message
+naming the local-file alternative and leave no bad file in the cache.
 """
 import hashlib
 import io
