@@ -31,21 +31,15 @@ def ade20k_root(tmp_path_factory):
     return str(generate_ade20k(root, NUM_TRAIN, NUM_VAL, IMG_SIZE).data_root)
 
 
-@pytest.fixture(scope='session', autouse=True)
-def unpatched_libraries():
-    """The library objects tests might leave patched, as the session found
-    them."""
-    return UNPATCHED
-
-
 @pytest.fixture(autouse=True)
-def leaves_libraries_unpatched(unpatched_libraries):
-    """Fail the test that leaves any of them replaced (later tests would
-    run against a patched mmengine), then restore them for the next."""
+def leaves_libraries_unpatched():
+    """Fail the test that leaves any of the library objects tests might
+    patch replaced (later tests would run against a patched mmengine),
+    then restore them for the next."""
     yield
-    changed = library_changes(unpatched_libraries)
+    changed = library_changes(UNPATCHED)
     if changed:
-        restore_library_state(unpatched_libraries)
+        restore_library_state(UNPATCHED)
         pytest.fail(
             f'the test left {", ".join(changed)} patched: undo it '
             '(monkeypatch, or the context manager that patches it)',

@@ -20,7 +20,7 @@ from mmcv.transforms import LoadImageFromFile
 from mmengine.config import Config
 from mmengine.fileio.backends import LocalBackend
 from mmengine.registry import init_default_scope
-from mmengine.utils import digit_version, import_modules_from_strings
+from mmengine.utils import digit_version
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,9 +77,8 @@ def rel_err(a, b):
 
 
 def with_custom_imports(cfg, registry):
-    """``cfg`` after its ``custom_imports`` and default scope; checks that
-    they registered GCViT into ``registry`` (mmdet's or mmseg's MODELS)."""
-    import_modules_from_strings(**cfg.custom_imports)
+    """``cfg`` (``Config.fromfile`` ran its ``custom_imports``) with its
+    default scope set, as the Runner does; GCViT is in ``registry``."""
     init_default_scope(cfg.default_scope)
     assert registry.get('GCViT') is not None, (
         f'importing {cfg.custom_imports["imports"]} did not register GCViT '
@@ -172,7 +171,7 @@ ch = {channels}
 model = dict(
     backbone=dict(arch='{arch}', with_cp={with_cp}, init_cfg=None),
     # Narrower FPN and heads (256 in the config): the backbone is what is
-    # tested, and fp16 convolutions are slow on CPUs.
+    # tested.
     neck=dict(out_channels=ch),
     rpn_head=dict(in_channels=ch, feat_channels=ch),
     roi_head=dict(
