@@ -25,6 +25,7 @@ import torch
 import mmgcvit.engine  # noqa: F401  (a config's custom_imports)
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
+from mmengine.runner import Runner
 
 work_dir, slow_name = sys.argv[1:3]
 
