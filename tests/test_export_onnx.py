@@ -5,6 +5,7 @@ cannot export is refused in one line."""
 import sys
 
 import onnxruntime as ort
+import pytest
 import torch
 from mmengine.config import Config
 from mmdet.registry import MODELS as DET_MODELS
@@ -39,7 +40,7 @@ def test_segmentor_equals_pytorch_at_other_sizes(tmp_path):
     # Traced where every global query map is already the window (24 x 24):
     # the resize other sizes need must stay in the graph.
     run([sys.executable, EXPORT, SEG_CONFIG, checkpoint, '--out', onnx_file,
-         '--shape', 768, 768], cwd=tmp_path)
+         '--shape', 768, 768, '--dynamic'], cwd=tmp_path)
     session = ort.InferenceSession(str(onnx_file),
                                    providers=['CPUExecutionProvider'])
     # Sizes whose last stage (3 x 7, 6 x 4) the pyramid pooling's 2, 3 and 6
@@ -62,7 +63,7 @@ def test_mask_rcnn_equals_mmdet_predict_at_other_sizes(tmp_path):
     model.test_cfg.rcnn.score_thr = 0.
     onnx_file = tmp_path / 'det.onnx'
     run([sys.executable, EXPORT, config, checkpoint, '--out', onnx_file,
-         '--shape', 256, 320, '--cfg-options',
+         '--shape', 256, 320, '--dynamic', '--cfg-options',
          'model.test_cfg.rcnn.score_thr=0'], cwd=tmp_path)
     session = ort.InferenceSession(str(onnx_file),
                                    providers=['CPUExecutionProvider'])
@@ -88,10 +89,15 @@ def test_mask_rcnn_equals_mmdet_predict_at_other_sizes(tmp_path):
         assert (dets[:, 4] - expected.scores[match]).abs().max() < 1e-3
 
 
-def test_unsupported_detector_refused_in_one_line(tmp_path):
-    config = DET_CONFIGS / \
-        'cascade-mask-rcnn_gcvit-t_fpn_4conv1fc-giou_ms-crop-3x_coco.py'
-    rc, output = run_tool([EXPORT, config, tmp_path / 'none.pth', '--out',
-                           tmp_path / 'det.onnx'], cwd=tmp_path)
-    assert_one_line_error(rc, output, 'Cascade Mask R-CNN and DINO',
-                          'docs/deployment.md')
+@pytest.mark.parametrize('config,more,expected', [
+    ('cascade-mask-rcnn_gcvit-t_fpn_4conv1fc-giou_ms-crop-3x_coco.py', [],
+     ('Cascade Mask R-CNN and DINO', 'docs/deployment.md')),
+    ('mask-rcnn_gcvit-xxt_fpn_1x_coco.py', ['--check', 256, 320],
+     ('--check at sizes other than --shape needs --dynamic', )),
+])
+def test_what_cannot_export_refused_in_one_line(tmp_path, config, more,
+                                                 expected):
+    rc, output = run_tool([EXPORT, DET_CONFIGS / config, tmp_path / 'none.pth',
+                           '--out', tmp_path / 'det.onnx', *more],
+                          cwd=tmp_path)
+    assert_one_line_error(rc, output, *expected)

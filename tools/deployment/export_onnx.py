@@ -1,8 +1,10 @@
-"""Export a GC ViT segmentor or two-stage detector to ONNX, its height and
-width (and a segmentor's batch) free, and check it in onnxruntime.
+"""Export a GC ViT segmentor or two-stage detector to ONNX (with
+``--dynamic``, its height and width and a segmentor's batch free), and
+check it in onnxruntime.
 
     python tools/deployment/export_onnx.py CONFIG CHECKPOINT --out FILE.onnx \\
-        [--shape H W] [--check H W [H W ...]] [--cfg-options KEY=VALUE ...]
+        [--shape H W] [--dynamic] [--opset N] [--check H W [H W ...]] \\
+        [--cfg-options KEY=VALUE ...]
 
 Inputs, outputs and the check: docs/deployment.md. The TorchScript exporter
 traces the model (torch.export specialises the window grid to the traced
@@ -202,9 +204,9 @@ def build_model(config, checkpoint, cfg_options=None):
     return wrapper(model).eval().requires_grad_(False)
 
 
-def export(model, out, shape):
+def export(model, out, shape, dynamic=False, opset=OPSET):
     torch.onnx.register_custom_op_symbolic(
-        'aten::adaptive_avg_pool2d', adaptive_avg_pool2d, OPSET)
+        'aten::adaptive_avg_pool2d', adaptive_avg_pool2d, opset)
     with warnings.catch_warnings():
         # GCViT's input check compares sizes in Python: a constant in the
         # trace, true for every valid size.
@@ -212,8 +214,9 @@ def export(model, out, shape):
         torch.onnx.export(
             model, (torch.zeros(1, 3, *shape), ), out, dynamo=False,
             input_names=['input'], output_names=list(model.outputs),
-            opset_version=OPSET,
-            dynamic_axes=dict(model.outputs, input=model.input_axes))
+            opset_version=opset,
+            dynamic_axes=dict(model.outputs, input=model.input_axes)
+            if dynamic else None)
 
 
 def _seconds(fn, repeat):
@@ -280,6 +283,11 @@ def main():
     parser.add_argument('--shape', nargs=2, type=int, default=(512, 512),
                         metavar=('H', 'W'),
                         help='input size traced (default 512 512)')
+    parser.add_argument('--dynamic', action='store_true',
+                        help='height and width (and a segmentor\'s batch) '
+                        'free: one file serves every size')
+    parser.add_argument('--opset', type=int, default=OPSET,
+                        help=f'ONNX opset (default {OPSET})')
     parser.add_argument('--check', nargs='+', type=int, metavar='H W',
                         help='sizes to compare with PyTorch in onnxruntime '
                         '(and time)')
@@ -294,10 +302,13 @@ def main():
         if h % 32 or w % 32 or min(h, w) < 32:
             parser.error(f'size {h}x{w}: height and width must be multiples '
                          'of 32 (the total stride), at least 32')
+    if not args.dynamic and set(sizes) - {tuple(args.shape)}:
+        parser.error('--check at sizes other than --shape needs --dynamic '
+                     '(without it the file takes the traced size only)')
     with one_line_errors(parser.prog):
         model = build_model(args.config, args.checkpoint, args.cfg_options)
         start = time.perf_counter()
-        export(model, args.out, args.shape)
+        export(model, args.out, args.shape, args.dynamic, args.opset)
         print(f'{args.out}: exported in {time.perf_counter() - start:.1f} s')
     if sizes:
         print('size      difference  onnxruntime  PyTorch  ratio')
