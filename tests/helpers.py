@@ -20,7 +20,6 @@ from mmcv.transforms import LoadImageFromFile
 from mmengine.config import Config
 from mmengine.fileio.backends import LocalBackend
 from mmengine.registry import init_default_scope
-from mmengine.utils import digit_version
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,13 +32,6 @@ MMDET_TRAIN, MMSEG_TRAIN, MMDET_TEST = (
         ('mmdet', 'train'), ('mmseg', 'train'), ('mmdet', 'test')))
 
 # --- skips and devices -------------------------------------------------------
-
-# torch.load's default became weights_only=True in 2.6; before, it unpickles
-# anything, so there is nothing to refuse and no allow-list is needed.
-requires_weights_only_default = pytest.mark.skipif(
-    digit_version(torch.__version__) < digit_version('2.6.0'),
-    reason=f'torch {torch.__version__} loads with weights_only=False by '
-    'default (2.6 changed it)')
 
 # The CUDA cases run the GPU's SDPA kernels (memory-efficient / cuDNN with a
 # bias) where the CPU cases run its flash kernel; without a GPU they are
@@ -74,6 +66,17 @@ def n_params(module):
 
 def rel_err(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def assert_tables_resized(state, source_tables):
+    """Every bias table of ``state`` equals the bicubic resize (to window
+    24: 47x47) of the source table under its key."""
+    for key, table in source_tables.items():
+        heads, side = table.shape[1], round(table.shape[0]**0.5)
+        expected = torch.nn.functional.interpolate(
+            table.T.reshape(1, heads, side, side), size=(47, 47),
+            mode='bicubic').reshape(heads, -1).T
+        assert torch.allclose(state[key], expected, atol=1e-6), key
 
 
 def with_custom_imports(cfg, registry):

@@ -91,10 +91,20 @@ def test_global_query_chain_follows_pretraining_geometry(
     (dict(arch=TINY, pretrain_img_size=200), 'multiple of 32'),
     (dict(arch=TINY, frozen_stages=5), 'frozen_stages'),
     (dict(arch=TINY, out_indices=(0, 4)), 'out_indices'),
+    # Each names the fix (arch XXT where none is given).
+    (dict(window_size=0), 'window_size=24'),
+    (dict(window_size=7.5), 'window_size=24'),
+    (dict(pretrain_img_size=0), 'pretrain_img_size=224'),
+    (dict(drop_path_rate=1.5), r'\[0, 1\)'),
+    (dict(attn_drop_rate=-0.1), r'\[0, 1\)'),
+    (dict(mlp_ratio=0), 'mlp_ratio=3'),
+    (dict(out_indices=2), r'\(2,\)'),
+    (dict(norm_cfg=dict(type='BN')), "dict\\(type='LN'\\)"),
+    (dict(arch=dict(TINY, embed_dims=0)), 'embed_dims=64'),
 ])
 def test_bad_config_raises_naming_the_problem(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        GCViT(**kwargs)
+        GCViT(**{'arch': 'xxtiny', **kwargs})
 
 
 @pytest.mark.parametrize('shape', [(1, 3, 31, 64), (2, 3, 64), (1, 4, 64, 64)])

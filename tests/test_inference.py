@@ -144,7 +144,7 @@ def test_unfit_checkpoint_refused(det_run, tmp_path, make, expected,
                                   loads_when_allowed):
     """The tool's inferencer refuses what mmengine would load with a
     warning or fail on with a traceback (the refusals of each kind of
-    unfit weights: test_evaluation_guards.py)."""
+    unfit weights: test_security.py)."""
     from mmdet.apis import DetInferencer
     made = make(load_checkpoint(det_run[0])['state_dict'])
     checkpoint = tmp_path / 'w.pth'

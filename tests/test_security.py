@@ -18,7 +18,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from helpers import (MMDET_TEST, REPO, TINY, TOOLS, assert_one_line_error,
+from helpers import (MMDET_TEST, REPO, TOOLS, assert_one_line_error,
                      mmengine_log, run_tool, small_detection_config)
 from mmengine.config import Config
 from mmengine.logging import HistoryBuffer
@@ -607,20 +607,3 @@ def test_unreadable_files_named(tmp_path, name, content, expected):
     with pytest.raises(CheckpointError, match=expected) as info:
         load_checkpoint(path)
     assert '\n' not in str(info.value)
-
-
-@pytest.mark.parametrize('kwargs,fix', [
-    (dict(window_size=0), 'window_size=24'),
-    (dict(window_size=7.5), 'window_size=24'),
-    (dict(pretrain_img_size=0), 'pretrain_img_size=224'),
-    (dict(drop_path_rate=1.5), r'\[0, 1\)'),
-    (dict(attn_drop_rate=-0.1), r'\[0, 1\)'),
-    (dict(mlp_ratio=0), 'mlp_ratio=3'),
-    (dict(out_indices=2), r'\(2,\)'),
-    (dict(norm_cfg=dict(type='BN')), "dict\\(type='LN'\\)"),
-    (dict(arch=dict(TINY, embed_dims=0)), 'embed_dims=64'),
-])
-def test_invalid_arguments_name_the_fix(kwargs, fix):
-    kwargs.setdefault('arch', 'xxtiny')
-    with pytest.raises((ValueError, TypeError), match=fix):
-        GCViT(**kwargs)

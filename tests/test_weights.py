@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
-from helpers import (REPO, TRAIN, assert_one_line_error, run_tool,
+from helpers import (REPO, TRAIN, assert_one_line_error,
+                     assert_tables_resized, run_tool,
                      small_detection_config, with_custom_imports)
 from mmdet.registry import MODELS
 from mmengine.config import Config
@@ -24,7 +24,6 @@ from mmgcvit.checkpoint.download import cached_path
 
 DET_XXT = REPO / 'configs/detection/mask-rcnn_gcvit-xxt_fpn_1x_coco.py'
 LOCAL_FIX = '--cfg-options model.backbone.init_cfg.checkpoint=PATH'
-XXT_DEPTHS = (2, 2, 6, 2)
 
 pytestmark = pytest.mark.usefixtures('download_cache')
 
@@ -73,19 +72,11 @@ def test_config_downloads_caches_and_resizes(serve, release, timm_state,
     cached = Path(cached_path(url))
     assert cached.is_relative_to(download_cache) and cached.name == name
     assert cached.read_bytes() == data
-    # timm's tables (windows 7, 7, 14, 7) bicubic-resized to the config's
-    # window 24 (47x47).
-    for stage, depth in enumerate(XXT_DEPTHS):
-        for block in range(depth):
-            table = timm_state[f'stages.{stage}.blocks.{block}.attn.rel_pos.'
-                               'relative_position_bias_table']
-            heads, side = table.shape[1], round(table.shape[0]**0.5)
-            expected = F.interpolate(
-                table.T.reshape(1, heads, side, side), size=(47, 47),
-                mode='bicubic').reshape(heads, -1).T
-            loaded = state[f'levels.{stage}.blocks.{block}.attn.'
-                           'relative_position_bias_table']
-            assert torch.allclose(loaded, expected, atol=1e-6)
+    # timm's tables (windows 7, 7, 14, 7) resized to the config's window 24.
+    tables = {k.replace('stages.', 'levels.').replace('rel_pos.', ''): v
+              for k, v in timm_state.items() if k.endswith('bias_table')}
+    assert len(tables) == 12  # XXT: 2 + 2 + 6 + 2 blocks
+    assert_tables_resized(state, tables)
     assert torch.equal(state['patch_embed.proj.weight'],
                        timm_state['stem.conv1.weight'])
 
@@ -139,44 +130,33 @@ def test_unreachable_url_names_the_local_alternative(failure, serve, release,
     assert not list(download_cache.rglob('*.pth'))
 
 
-def test_truncated_download_is_not_cached(serve, release, timm_state,
-                                          download_cache):
+@pytest.mark.parametrize('bad', ['wrong hash', 'html page', 'truncated'])
+def test_a_bad_download_is_refused_and_deleted(bad, serve, release,
+                                              timm_state, download_cache):
+    """A file whose sha256 is not the one its name promises, a server
+    answering 200 with something else (an HTML error page), or a
+    connection cut halfway: the message says what it is, no copy (nor
+    atomic_open's partial temporary) is kept, and the next run downloads
+    anew."""
     name, data = release
     server = serve()
-    path = f'releases/{name}'
-    server.files[path] = data
-    server.cut.add(path)
-    url = server.url(path)
-    with pytest.raises(CheckpointError,
-                       match=rf'stopped after {len(data) // 2} of '
-                       rf'{len(data)} bytes: run again'):
-        load_checkpoint(url)
-    # Neither the file nor atomic_open's partial temporary is left.
-    assert not [p for p in download_cache.rglob('*') if p.is_file()]
-    server.cut.clear()
-    assert load_checkpoint(url).keys() == timm_state.keys()
-    assert len(server.requests) == 2
-
-
-@pytest.mark.parametrize('bad', ['wrong hash', 'html page'])
-def test_a_bad_download_is_refused_and_deleted(bad, serve, release,
-                                              timm_state):
-    """A file whose sha256 is not the one its name promises, or a server
-    answering 200 with something else (an HTML error page): the message
-    says what it is, no copy is kept, and the next run downloads anew."""
-    name, data = release
     if bad == 'wrong hash':
         body = data[:-1] + bytes([data[-1] ^ 1])
         error = rf'not the {name[-12:-4]} its file name promises.*deleted'
-    else:
+    elif bad == 'html page':
         name, body = 'model.pth', b'<html>rate limit exceeded</html>\n'
         error = 'not a torch zip archive'
-    server = serve()
+    else:
+        body = data
+        server.cut.add(name)
+        error = (rf'stopped after {len(data) // 2} of {len(data)} bytes: '
+                 'run again')
     server.files[name] = body
     url = server.url(name)
     with pytest.raises(CheckpointError, match=error):
         load_checkpoint(url)
-    assert not Path(cached_path(url)).exists()
+    assert not [p for p in download_cache.rglob('*') if p.is_file()]
+    server.cut.clear()
     server.files[name] = data
     assert load_checkpoint(url).keys() == timm_state.keys()
     assert server.requests == [f'/{name}'] * 2
