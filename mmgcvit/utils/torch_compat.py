@@ -40,9 +40,3 @@ def selective_checkpoint_kwargs(kept_ops):
         kwargs['respect_saved_tensors_hooks'] = True
     return kwargs
 
-
-def has_cpu_amp():
-    """Whether this torch has what mixed precision on the CPU needs: fp16
-    autocast and a ``GradScaler`` there (torch 2.4 on)."""
-    return hasattr(torch, 'get_autocast_dtype')
-
