@@ -1,17 +1,13 @@
 """Shared pytest fixtures: small generated datasets in the stock on-disk
-formats, made once per session (``mmgcvit/dataset_tools``), and the check
-that no test leaves mmengine / mmcv patched."""
+formats, made once per session (``mmgcvit/dataset_tools``), loopback
+servers and a fresh download cache."""
 import pytest
 import torch
-from helpers import (ReleaseServer, library_changes, library_state,
-                     restore_library_state)
+from helpers import ReleaseServer
 
 from mmgcvit.dataset_tools import generate_ade20k, generate_coco
 
 NUM_TRAIN, NUM_VAL, IMG_SIZE = 16, 8, 128
-
-# Before any test module is imported: what every test must leave behind.
-UNPATCHED = library_state()
 
 
 @pytest.fixture(scope='session')
@@ -29,21 +25,6 @@ def ade20k_root(tmp_path_factory):
     ('sky', 'floor', 'tree') = label values 3, 4, 5 in the PNGs."""
     root = tmp_path_factory.mktemp('data') / 'ade20k'
     return str(generate_ade20k(root, NUM_TRAIN, NUM_VAL, IMG_SIZE).data_root)
-
-
-@pytest.fixture(autouse=True)
-def leaves_libraries_unpatched():
-    """Fail the test that leaves any of the library objects tests might
-    patch replaced (later tests would run against a patched mmengine),
-    then restore them for the next."""
-    yield
-    changed = library_changes(UNPATCHED)
-    if changed:
-        restore_library_state(UNPATCHED)
-        pytest.fail(
-            f'the test left {", ".join(changed)} patched: undo it '
-            '(monkeypatch, or the context manager that patches it)',
-            pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -10,15 +10,10 @@ import sys
 from pathlib import Path
 
 import mmengine
-import mmengine.dist.utils as mmengine_dist_utils
-import mmengine.hooks.checkpoint_hook as mmengine_checkpoint_hook
-import mmengine.runner.checkpoint as mmengine_checkpoint
 import numpy as np
 import pytest
 import torch
-from mmcv.transforms import LoadImageFromFile
 from mmengine.config import Config
-from mmengine.fileio.backends import LocalBackend
 from mmengine.registry import init_default_scope
 from PIL import Image
 
@@ -364,65 +359,6 @@ class ReleaseServer:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-# --- library objects a test might leave patched -----------------------------
-
-_ABSENT = '<not set>'
-
-
-def patch_points():
-    """(name, owner, attribute) of the library objects that tests patch or
-    that mmgcvit used to patch (an inherited or absent attribute of
-    ``owner.__dict__`` reads as absent)."""
-    return [
-        ('LocalBackend.put', LocalBackend, 'put'),
-        ('LocalBackend.put_text', LocalBackend, 'put_text'),
-        ('mmengine.hooks.checkpoint_hook.open', mmengine_checkpoint_hook,
-         'open'),
-        ('mmengine.dist.utils._init_dist_pytorch', mmengine_dist_utils,
-         '_init_dist_pytorch'),
-        ('CheckpointLoader._schemes', mmengine_checkpoint.CheckpointLoader,
-         '_schemes'),
-        *[(f'mmengine.runner.checkpoint.{name}', mmengine_checkpoint, name)
-          for name in ('load_from_local', 'load_from_http', 'load_url')],
-        ('LoadImageFromFile.transform', LoadImageFromFile, 'transform'),
-        ('sys.excepthook', sys, 'excepthook'),
-    ]
-
-
-def library_state():
-    """The objects of ``patch_points``, by name, and the contents of the
-    registry we extend (compared by ``library_changes``)."""
-    state = {name: vars(owner).get(attribute, _ABSENT)
-             for name, owner, attribute in patch_points()}
-    state['CheckpointLoader._schemes contents'] = dict(
-        mmengine_checkpoint.CheckpointLoader._schemes)
-    return state
-
-
-def library_changes(before):
-    """Names of what differs from the ``library_state()`` ``before``:
-    another object (identity) or, for the registry, other contents."""
-    now = library_state()
-    return [
-        name for name, value in before.items()
-        if (now[name] != value if isinstance(value, dict) else
-            now[name] is not value)
-    ]
-
-
-def restore_library_state(before):
-    """Put back what ``library_state()`` recorded in ``before``."""
-    for name, owner, attribute in patch_points():
-        if before[name] is _ABSENT:
-            if attribute in vars(owner):
-                delattr(owner, attribute)
-        else:
-            setattr(owner, attribute, before[name])
-    schemes = before['CheckpointLoader._schemes']
-    schemes.clear()
-    schemes.update(before['CheckpointLoader._schemes contents'])
 
 
 # --- metrics recomputed from dumped predictions ------------------------------
