@@ -90,18 +90,21 @@ def build_without_pretrained(cfg, registry):
     return registry.build(model_cfg)
 
 
-def random_checkpoint(config, path, **dataset_meta):
-    """``config``'s model, freshly initialised, saved at ``path`` with its
+def random_checkpoint(config, path, options=None, **dataset_meta):
+    """``config``'s model (``options``: ``--cfg-options`` edits), freshly
+    initialised without its ImageNet weights, saved at ``path`` with its
     classes (and ``dataset_meta``) as a runner saves them; returns
     ``path``."""
     from mmengine.registry import MODELS
     cfg = Config.fromfile(config)  # which imports its custom_imports
+    cfg.merge_from_dict(dict(options or {},
+                             **{'model.backbone.init_cfg': None}))
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
     model.init_weights()
+    metainfo = dict(cfg.get('metainfo', {}), **dataset_meta)
     torch.save({'state_dict': model.state_dict(),
-                'meta': {'dataset_meta': dict(cfg.metainfo, **dataset_meta)}},
-               path)
+                'meta': {'dataset_meta': metainfo}}, path)
     return path
 
 

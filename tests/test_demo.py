@@ -1,12 +1,7 @@
-"""``tools/demo.py``: the real demo, as a newcomer runs it, must learn.
-
-Each task runs the full demo once (generated data, ``tools/train.py``,
-``tools/test.py``, pictures) from an empty folder and checks the metrics
-it reports on the validation split against the thresholds of the issue
-(box mAP@0.5 >= 0.5, mIoU >= 50), the files it writes, and that it writes
-nothing outside its work dir. Its one ``--cfg-options`` (the log
-interval, which changes no result) must reach the run. That a second run
-reuses the generated data is the generators' (``tests/test_datasets.py``).
+"""``tools/demo.py``: the real demo, as a newcomer runs it from an empty
+folder, must learn (the issue's thresholds: box mAP@0.5 >= 0.5, mIoU >=
+50) and write nothing outside its work dir. That a second run reuses the
+generated data is the generators' (``tests/test_datasets.py``).
 """
 import json
 import re

@@ -1,13 +1,13 @@
 """Downstream repos inherit our configs from the installed package.
 
 The README's downstream configs (section "Use our configs in your own
-repo") and copies of the custom-data templates, written to folders outside
-the checkout, load through ``_base_ = 'mmgcvit::...'``: from the editable
-install of this checkout, and in ``test_wheel_*`` from a wheel installed
-into a fresh virtualenv, where the template copies, edited as
-docs/custom_data.md says, train a few iterations on generated data with the
-``tools/train.py`` shipped in the wheel (the detector) and with mmseg's own
-(the segmentor).
+repo"), written to a folder outside the checkout, load through
+``_base_ = 'mmgcvit::...'``: from the editable install of this checkout,
+and in ``test_wheel_*`` from a wheel installed into a fresh virtualenv,
+where copies of the custom-data templates made outside the checkout and
+edited as docs/custom_data.md says train a few iterations on generated
+data with the ``tools/train.py`` shipped in the wheel (the detector) and
+with mmseg's own (the segmentor).
 """
 import json
 import os
@@ -23,7 +23,6 @@ import pytest
 import timm
 from helpers import (MMSEG_TRAIN, REPO, det_scaled_down, last_checkpoint,
                      run, seg_scaled_down)
-from mmengine.config import Config
 
 from mmgcvit.checkpoint import load_checkpoint
 from mmgcvit.dataset_tools import generate_custom_seg
@@ -165,16 +164,6 @@ def copy_template(template, folder, edits):
     path = folder / f'my_{template.name}'
     path.write_text(text)
     return path
-
-
-@pytest.mark.parametrize('template', [DET_TEMPLATE, SEG_TEMPLATE],
-                         ids=['det', 'seg'])
-def test_unedited_template_copy_loads_as_the_template(template, tmp_path):
-    copy = copy_template(template, tmp_path / 'elsewhere', {})
-    original, copied = (Config.fromfile(path).to_dict()
-                        for path in (template, copy))
-    assert copied == original
-    assert copied['model']['backbone']['type'] == 'GCViT'
 
 
 @pytest.fixture(scope='module')
