@@ -248,7 +248,7 @@ def renumber_categories(data):
         ann['category_id'] = new_ids[ann['category_id']]
 
 
-def names_match(root, classes):
+def names_match(tmp_path, root, classes):
     """Whether every instance CocoDataset loads has the class name of its
     json category (matched through its box)."""
     data = json.loads((root / 'annotations' /
@@ -256,11 +256,7 @@ def names_match(root, classes):
     category = {c['id']: c['name'] for c in data['categories']}
     by_box = {(a['image_id'], *np.round(a['bbox'], 2)): category[a[
         'category_id']] for a in data['annotations']}
-    init_default_scope('mmdet')
-    dataset = DATASETS.build(dict(
-        type='CocoDataset', data_root=f'{root}/', pipeline=[],
-        ann_file='annotations/instances_train2017.json',
-        data_prefix=dict(img='train2017/'), metainfo=dict(classes=classes)))
+    dataset = built(det_config(tmp_path, root, classes), pipeline=[])
     pairs = [(by_box[(info['img_id'], *np.round(
         [x1, y1, x2 - x1, y2 - y1], 2))], classes[inst['bbox_label']])
         for info in map(dataset.get_data_info, range(len(dataset)))
@@ -277,15 +273,15 @@ def names_match(root, classes):
 def test_class_order_advice_fixes_the_names(tmp_path, coco, classes,
                                             advice):
     edit_json(coco, renumber_categories)
-    assert not names_match(coco, classes)
+    assert not names_match(tmp_path, coco, classes)
     (error, ) = check_dataset(det_config(tmp_path, coco, classes)).errors
     assert error.startswith('metainfo.classes lists the json categories in '
                             'another order')
     assert ast.literal_eval(error.split('classes = ')[1]) == advice
-    assert names_match(coco, advice)
+    assert names_match(tmp_path, coco, advice)
     assert check_dataset(det_config(tmp_path, coco, advice)).ok
     # Listing them by id keeps the mislabel, and the error.
-    assert not names_match(coco, ('bicycle', 'car', 'person'))
+    assert not names_match(tmp_path, coco, ('bicycle', 'car', 'person'))
     assert not check_dataset(det_config(tmp_path, coco, (
         'bicycle', 'car', 'person'))).ok
 
