@@ -75,15 +75,11 @@ def metafiles_read_once():
         yield
 
 
+@functools.cache
 def parsed(path):
     """The config at ``path`` (relative to configs/ or absolute) as plain
     dicts and lists, without the ``_scope_`` tags ``mmdet::`` bases add."""
-    return _parsed(REPO / 'configs' / path)
-
-
-@functools.cache
-def _parsed(path):
-    return plain(Config.fromfile(path).to_dict())
+    return plain(Config.fromfile(REPO / 'configs' / path).to_dict())
 
 
 def plain(node):

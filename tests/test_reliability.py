@@ -5,12 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import (TRAIN, assert_one_line_error, run_tool,
-                     small_detection_config)
+from helpers import (TRAIN, assert_one_line_error, last_checkpoint,
+                     run_tool, small_detection_config)
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
@@ -120,7 +119,7 @@ def kill_during_second_save(tmp_path, slow_name):
 
 def test_kill_during_save_leaves_loadable_last_checkpoint(tmp_path):
     work_dir = kill_during_second_save(tmp_path, 'iter_2.pth')
-    last = Path((work_dir / 'last_checkpoint').read_text())
+    last = last_checkpoint(work_dir)
     assert last == work_dir / 'iter_1.pth'
     assert load_checkpoint(last)['meta']['iter'] == 1  # complete
     assert sorted(p.name for p in work_dir.glob('*.pth')) == ['iter_1.pth']

@@ -12,7 +12,8 @@ import time
 
 import pytest
 import torch
-from helpers import TRAIN, run, small_detection_config, train
+from helpers import (TRAIN, last_checkpoint, run, small_detection_config,
+                     train)
 
 from mmgcvit.checkpoint import load_checkpoint
 
@@ -66,7 +67,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path,
 
     work_dir = tmp_path / 'interrupted'
     kill_after_first_checkpoint(config, work_dir)
-    resumed_from = load_checkpoint((work_dir / 'last_checkpoint').read_text())
+    resumed_from = load_checkpoint(last_checkpoint(work_dir))
     assert resumed_from['meta']['iter'] % 6 != 0, 'not killed mid-epoch'
     output = train(config, work_dir, '--resume', *PER_ITER_LOG)
     assert 'Resuming inside epoch 1' in output, output[-3000:]
