@@ -141,19 +141,22 @@ def test_config_selects_our_components_and_fits_the_backbone(path):
             assert path not in BENCHMARK or release.url in path.read_text()
 
 
+def unfed(model):
+    """``model`` without the channels its backbone feeds."""
+    return {key: {k: v for k, v in part.items() if k != 'in_channels'}
+            if key in ('neck', 'decode_head', 'auxiliary_head') else part
+            for key, part in model.items()}
+
+
 def without_backbone(cfg):
     """``cfg`` without what a variant changes: the backbone's arch,
     drop-path rate, weights and checkpointing, the channels it feeds."""
-    cfg = {k: v for k, v in cfg.items() if k != 'checkpoint'}
-    model = dict(cfg['model'])
+    model = unfed(cfg['model'])
     model['backbone'] = {k: v for k, v in model['backbone'].items()
                          if k not in ('arch', 'drop_path_rate', 'init_cfg',
                                       'with_cp')}
-    for key in ('neck', 'decode_head', 'auxiliary_head'):
-        if key in model:
-            model[key] = {k: v for k, v in model[key].items()
-                          if k != 'in_channels'}
-    return dict(cfg, model=model)
+    return dict({k: v for k, v in cfg.items() if k != 'checkpoint'},
+                model=model)
 
 
 @pytest.mark.parametrize('path', BENCHMARK, ids=lambda p: p.name)
@@ -173,15 +176,9 @@ def test_variant_is_the_t_config_with_its_backbone(path):
 def test_t_config_is_the_upstream_recipe_with_gcvit(ours, theirs, warmup):
     library, theirs = theirs.split('/', 1)
     cfg, ref = parsed(ours), parsed(MIM[library] / theirs)
-    model, ref_model = dict(cfg['model']), dict(ref['model'])
     # Everything but the backbone and the channels it feeds is upstream's.
-    for m in (model, ref_model):
-        m.pop('backbone')
-        for key in ('neck', 'decode_head', 'auxiliary_head'):
-            if key in m:
-                m[key] = {k: v for k, v in m[key].items()
-                          if k != 'in_channels'}
-    assert model == ref_model
+    assert dict(unfed(cfg['model']), backbone=None) == dict(
+        unfed(ref['model']), backbone=None)
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader',
                 'val_evaluator', 'test_evaluator', 'auto_scale_lr',
                 'tta_model', 'tta_pipeline'):

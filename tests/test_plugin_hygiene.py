@@ -234,19 +234,9 @@ def test_mmgcvit_has_no_import_cycles():
 def test_no_test_module_imports_another():
     """Shared test code lives in ``helpers.py`` (and fixtures in
     ``conftest.py``), never in a test module another one imports."""
-    tests = Path(__file__).parent
-    test_modules = {p.stem for p in tests.glob('test_*.py')} | {'conftest'}
-    offenders = []
-    for path in sorted(tests.glob('*.py')):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or '']
-                if node.level:  # from . import test_x
-                    names += [alias.name for alias in node.names]
-            else:
-                continue
-            offenders += [f'{path.name} imports {name}' for name in names
-                          if name.split('.')[0] in test_modules]
+    modules = {p.stem: p for p in Path(__file__).parent.glob('*.py')}
+    offenders = [f'{path.name} imports {name}'
+                 for module, path in modules.items()
+                 for name in imported_modules(module, path, modules)
+                 if name.startswith('test_') or name == 'conftest']
     assert offenders == []

@@ -366,12 +366,17 @@ def test_misbehaving_servers_refused_in_one_line(
     assert not [p for p in download_cache.rglob('*') if p.is_file()]
 
 
+def serving_shell(serve, tmp_path, name):
+    """A loopback server with the ``shell`` file at ``name``; its URL."""
+    shell(tmp_path / 'hostile.pth')
+    server = serve()
+    server.files[name] = (tmp_path / 'hostile.pth').read_bytes()
+    return server, server.url(name)
+
+
 def test_symlinked_cache_folder_deletes_nothing(tmp_path, serve,
                                                 download_cache):
-    server = serve()
-    shell(tmp_path / 'hostile.pth')
-    server.files['model.pth'] = (tmp_path / 'hostile.pth').read_bytes()
-    url = server.url('model.pth')
+    server, url = serving_shell(serve, tmp_path, 'model.pth')
     victim = tmp_path / 'elsewhere' / 'model.pth'
     victim.parent.mkdir()
     victim.write_bytes(b'precious')
@@ -385,10 +390,7 @@ def test_symlinked_cache_folder_deletes_nothing(tmp_path, serve,
 
 def test_refused_download_is_not_cached_and_names_stay_in_cache(
         tmp_path, serve, download_cache):
-    server = serve()
-    shell(tmp_path / 'hostile.pth')
-    server.files['a/..'] = (tmp_path / 'hostile.pth').read_bytes()
-    url = server.url('a/..')
+    server, url = serving_shell(serve, tmp_path, 'a/..')
     assert cached_path(url).startswith(str(download_cache))
     for _ in range(2):
         with pytest.raises(CheckpointError, match='posix.system'):
@@ -431,17 +433,14 @@ def test_mmdet_test_tool_runs_no_code_from_a_url(tmp_path, coco_root, serve,
                                                  download_cache):
     """mmdet's own tools/test.py, given a checkpoint URL (mmengine alone
     unpickles URLs with weights_only=False)."""
-    marker = tmp_path / 'marker'
-    shell(tmp_path / 'hostile.pth')
-    server = serve()
-    server.files['det.pth'] = (tmp_path / 'hostile.pth').read_bytes()
+    server, url = serving_shell(serve, tmp_path, 'det.pth')
     config = small_detection_config(tmp_path / 'det.py', coco_root,
                                     arch='xxtiny', images=2)
-    rc, output = run_tool([MMDET_TEST, config, server.url('det.pth'),
+    rc, output = run_tool([MMDET_TEST, config, url,
                            '--work-dir', tmp_path / 'work'], cwd=tmp_path)
     assert server.requests == ['/det.pth']
     assert rc != 0 and 'posix.system' in output, output[-3000:]
-    assert not marker.exists()
+    assert not (tmp_path / 'marker').exists()
 
 
 @pytest.fixture(scope='module')
