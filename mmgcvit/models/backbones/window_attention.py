@@ -151,13 +151,13 @@ class _WindowAttention(nn.Module):
         q, k, v = self._qkv(_to_windows(x, grid, w, w), q_global, w, w)
         out = self._attend(q, k, v, self.relative_position_bias())
         out = _from_windows(out, grid, w, w).reshape(
-            B, grid[0] * w, grid[1] * w, C)[:, :H, :W]
+            B, grid[0] * w, grid[1] * w, C)
         if _is_static(H) and _is_static(W):
-            return out
-        # A contiguous copy: else the projection's flatten asks whether the
-        # crop is contiguous (no padding), a guard on symbolic sizes that
-        # recompiles for maps a whole number of windows.
-        return out.clone(memory_format=torch.contiguous_format)
+            return out[:, :H, :W]
+        # Cropped by negative padding into a new tensor: a cropped view's
+        # strides make tracing ask whether the padding is zero, a guard on
+        # symbolic sizes that recompiles for maps of whole windows.
+        return F.pad(out, (0, 0, 0, W - grid[1] * w, 0, H - grid[0] * w))
 
     def _valid_windows(self, x, q_global):
         """Attention on the valid tokens only, over the windows a rectangle
