@@ -115,11 +115,6 @@ def test_bad_input_raises(shape):
     assert str(tuple(shape)) in str(info.value)
 
 
-def expected_sizes(h, w):
-    return [(math.ceil(h / 2**(i + 2)), math.ceil(w / 2**(i + 2)))
-            for i in range(4)]
-
-
 @pytest.mark.parametrize('size', [(800, 1216), (512, 512), (333, 517),
                                   (64, 64), (32, 45)])
 def test_dense_shapes_and_per_image_global_queries(size):
@@ -131,7 +126,8 @@ def test_dense_shapes_and_per_image_global_queries(size):
         outs = model(x)
         single = model(x[1:])
     assert [o.shape[1] for o in outs] == [16, 32, 64, 128]
-    assert [tuple(o.shape[-2:]) for o in outs] == expected_sizes(*size)
+    assert [tuple(o.shape[-2:]) for o in outs] == [
+        tuple(math.ceil(n / 2**(i + 2)) for n in size) for i in range(4)]
     # Batch of two = each image alone: global queries stay with their image.
     for o, s in zip(outs, single):
         assert o.shape[0] == 2
