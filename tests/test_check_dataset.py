@@ -1,9 +1,6 @@
-"""tools/misc/check_dataset.py: clean generated data passes with the
-counts of its files; what mmdet's CocoDataset drops is named (checked
-against the class itself); broken annotations, labels and images are
-flagged; the advice for a class order or an EXIF turn fixes the labels when
-followed; hostile jsons and missing paths end the checker, and a training,
-in one line."""
+"""tools/misc/check_dataset.py on generated data: what mmdet's CocoDataset
+drops is checked against the class itself, and the advice it gives (class
+order, EXIF turns) is followed to show that it fixes the labels."""
 import ast
 import json
 from collections import Counter
