@@ -12,7 +12,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from PIL import Image
 
-from mmgcvit.checkpoint import CheckpointError, state_dict_of
+from mmgcvit.checkpoint import state_dict_of
 from mmgcvit.engine import PreflightError, check_weights_fit, one_line_errors
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -102,13 +102,10 @@ def fitting(inferencer_cls, args):
     class Fitting(inferencer_cls):
 
         def _load_weights_to_model(self, model, checkpoint, cfg):
-            weights = state_dict_of(checkpoint)
-            if not isinstance(weights, dict):
-                raise CheckpointError(
-                    f'checkpoint {args.checkpoint} holds a '
-                    f'{type(weights).__name__}, not a dict of weights: pass '
-                    'a checkpoint written by tools/train.py.')
-            check_weights_fit(weights, model, args.allow_partial_checkpoint,
+            # mmgcvit's loader scheme has already refused a file that holds
+            # no dict.
+            check_weights_fit(state_dict_of(checkpoint), model,
+                              args.allow_partial_checkpoint,
                               source=f'checkpoint {args.checkpoint}')
             super()._load_weights_to_model(model, checkpoint, cfg)
 
