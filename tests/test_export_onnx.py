@@ -94,10 +94,15 @@ def test_mask_rcnn_equals_mmdet_predict_at_other_sizes(tmp_path):
      ('Cascade Mask R-CNN and DINO', 'docs/deployment.md')),
     ('mask-rcnn_gcvit-xxt_fpn_1x_coco.py', ['--check', 256, 320],
      ('--check at sizes other than --shape needs --dynamic', )),
+    # A file that holds a bare tensor (written below), not a dict.
+    ('mask-rcnn_gcvit-xxt_fpn_1x_coco.py', [],
+     ('holds a Tensor, not a dict of weights', )),
 ])
 def test_what_cannot_export_refused_in_one_line(tmp_path, config, more,
                                                  expected):
-    rc, output = run_tool([EXPORT, DET_CONFIGS / config, tmp_path / 'none.pth',
+    checkpoint = tmp_path / 'w.pth'
+    torch.save(torch.zeros(3), checkpoint)
+    rc, output = run_tool([EXPORT, DET_CONFIGS / config, checkpoint,
                            '--out', tmp_path / 'det.onnx', *more],
                           cwd=tmp_path)
     assert_one_line_error(rc, output, *expected)

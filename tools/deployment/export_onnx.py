@@ -28,7 +28,8 @@ from torch.onnx import symbolic_helper
 from torch.utils import benchmark
 from torchvision.ops import batched_nms, box_iou, roi_align
 
-from mmgcvit.checkpoint import load_checkpoint, state_dict_of
+from mmgcvit.checkpoint import state_dict_of
+from mmgcvit.checkpoint.loading import load_from_mmgcvit
 from mmgcvit.engine import PreflightError, check_weights_fit, one_line_errors
 
 OPSET = 17
@@ -196,7 +197,9 @@ def build_model(config, checkpoint, cfg_options=None):
             f'config {config}: only two-stage detectors with one RoI head '
             '(Mask R-CNN, Faster R-CNN) export; Cascade Mask R-CNN and DINO '
             'do not yet (docs/deployment.md)')
-    state_dict = state_dict_of(load_checkpoint(checkpoint))
+    # The loader every tool gets: a file without a dict of weights, or with
+    # NaN/Inf ones, refused in one line.
+    state_dict = state_dict_of(load_from_mmgcvit(checkpoint))
     check_weights_fit(state_dict, model, source=checkpoint)
     model.load_state_dict(state_dict)
     wrapper = Segmentor if scope == 'mmseg' else Detector
