@@ -20,7 +20,7 @@ from mmgcvit.models.backbones import biased_attention, gcvit
 from mmgcvit.models.backbones.gcvit_arch import ARCH_SETTINGS, resolve_arch
 from mmgcvit.models.backbones.window_attention import (GlobalWindowAttention,
                                                        LocalWindowAttention)
-from mmgcvit.utils.torch_compat import aten_op
+from mmgcvit.models.backbones.torch_compat import aten_op
 
 # The CPU flash kernel (torch 2.2 on) behind the fused path's CPU memory
 # savings and its CPU backward.

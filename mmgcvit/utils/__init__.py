@@ -1,1 +1,1 @@
-"""Small shared helpers: torch-version lookups and the atomic file writer."""
+"""Small shared helpers: the atomic file writer."""

@@ -17,7 +17,7 @@ from typing import Tuple
 
 import torch
 
-from mmgcvit.utils.torch_compat import aten_op, cpu_autocast_enabled
+from .torch_compat import aten_op, cpu_autocast_enabled
 
 # None before torch 2.2: the callers keep SDPA.
 CPU_FLASH = aten_op('_scaled_dot_product_flash_attention_for_cpu')

@@ -25,10 +25,10 @@ from torch.nn.init import trunc_normal_
 
 from mmgcvit.checkpoint import CheckpointError, check_finite, load_checkpoint
 from mmgcvit.registry import register_model
-from mmgcvit.utils.torch_compat import selective_checkpoint_kwargs
 from .biased_attention import CPU_FLASH
 from .gcvit_arch import resolve_arch
 from .gcvit_converter import check_variant, gcvit_converter, resize_table
+from .torch_compat import selective_checkpoint_kwargs
 from .window_attention import (GlobalWindowAttention, LocalWindowAttention,
                                _is_static, _WindowAttention)
 
