@@ -4,7 +4,7 @@
 # test loops are set where mmdet's / mmseg's bases define them (they would
 # clash here): default_hooks.checkpoint = mmgcvit.AtomicCheckpointHook with
 # backend_args=dict(backend='mmgcvit_atomic'), train_cfg =
-# mmgcvit.Resumable*TrainLoop, test_cfg = mmgcvit.PreflightTestLoop.
+# mmgcvit.Resumable*TrainLoop, test_cfg = mmgcvit.CheckedTestLoop.
 #
 # mmgcvit registers GCViT into mmdet's / mmseg's MODELS; mmgcvit.engine the
 # hooks, loops and the atomic file backend.
@@ -14,5 +14,4 @@ custom_hooks = [
     dict(type='mmgcvit.RNGStateHook'),
     dict(type='mmgcvit.PlainCheckpointHook'),
     dict(type='mmgcvit.LoadReportHook'),
-    dict(type='mmgcvit.TestMetricsHook'),
 ]

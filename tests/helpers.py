@@ -137,9 +137,17 @@ def evaluate(config, checkpoint, work_dir, *args):
     """Run tools/test.py; return the metrics it saved."""
     output = run([sys.executable, TOOLS / 'test.py', config, checkpoint,
                   '--work-dir', work_dir, *args], cwd=work_dir.parent)
-    saved = sorted(work_dir.glob('*/metrics.json'))
-    assert saved, f'tools/test.py saved no metrics.json:\n{output[-3000:]}'
-    return json.loads(saved[-1].read_text()), output
+    saved = saved_test_metrics(work_dir)
+    assert saved, f'tools/test.py saved no metrics:\n{output[-3000:]}'
+    return json.loads(saved.read_text()), output
+
+
+def saved_test_metrics(work_dir):
+    """The newest test run's metrics under ``work_dir``, or None: mmengine's
+    ``LoggerHook`` writes them to ``<timestamp>/<timestamp>.json``."""
+    saved = sorted(path for path in work_dir.glob('*/*.json')
+                   if path.stem == path.parent.name)
+    return saved[-1] if saved else None
 
 
 def assert_one_line_error(rc, output, *expected):

@@ -110,14 +110,14 @@ def test_config_selects_our_components_and_fits_the_backbone(path):
     assert cfg['train_cfg']['type'] in (
         'mmgcvit.ResumableEpochBasedTrainLoop',
         'mmgcvit.ResumableIterBasedTrainLoop')
-    assert cfg['test_cfg']['type'] == 'mmgcvit.PreflightTestLoop'
+    assert cfg['test_cfg']['type'] == 'mmgcvit.CheckedTestLoop'
     assert cfg['default_hooks']['checkpoint']['type'] == \
         'mmgcvit.AtomicCheckpointHook'
     assert cfg['default_hooks']['checkpoint']['backend_args'] == dict(
         backend='mmgcvit_atomic')
     assert [h['type'] for h in cfg['custom_hooks']] == [
         'mmgcvit.RNGStateHook', 'mmgcvit.PlainCheckpointHook',
-        'mmgcvit.LoadReportHook', 'mmgcvit.TestMetricsHook']
+        'mmgcvit.LoadReportHook']
     assert cfg['optim_wrapper']['type'] == 'OptimWrapper'  # --amp on GPUs
     model, backbone = cfg['model'], cfg['model']['backbone']
     dims = resolve_arch(backbone['arch'])['embed_dims']

@@ -9,7 +9,7 @@ import sys
 
 import mmcv
 import pytest
-from helpers import REPO, run
+from helpers import REPO, run, saved_test_metrics
 
 DEMO = REPO / 'tools' / 'demo.py'
 NUM_VAL = 32
@@ -39,8 +39,8 @@ def demo(request, tmp_path_factory):
 
 
 def saved_metrics(work_dir):
-    """The test run's log folder and its metrics.json."""
-    [metrics_file] = work_dir.glob('test/*/metrics.json')
+    """The test run's log folder and its metrics."""
+    metrics_file = saved_test_metrics(work_dir / 'test')
     return metrics_file.parent, json.loads(metrics_file.read_text())
 
 

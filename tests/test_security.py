@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 from helpers import (MMDET_TEST, REPO, TOOLS, assert_one_line_error,
-                     mmengine_log, run_tool, small_detection_config)
+                     mmengine_log, run_tool, saved_test_metrics,
+                     small_detection_config)
 from mmengine.config import Config
 from mmengine.logging import HistoryBuffer
 from mmengine.registry import init_default_scope
@@ -491,7 +492,7 @@ def test_test_tool_refuses_checkpoints_that_are_not_the_model(
     config, state, other = detectors
     rc, output = evaluate(config, edit(state, other), tmp_path)
     assert_one_line_error(rc, output, message)
-    assert not list((tmp_path / 'work').rglob('metrics.json'))
+    assert saved_test_metrics(tmp_path / 'work') is None
 
 
 def test_partial_checkpoint_is_an_error_unless_allowed(detectors, tmp_path):
@@ -510,7 +511,7 @@ def test_partial_checkpoint_is_an_error_unless_allowed(detectors, tmp_path):
 
 def test_evaluation_without_metrics_is_an_error(detectors, tmp_path):
     """No detection scores above the threshold: CocoMetric returns {}
-    (``mmgcvit.TestMetricsHook``)."""
+    (``mmgcvit.CheckedTestLoop``)."""
     config, whole, _ = detectors
     rc, output = evaluate(config, whole, tmp_path, '--cfg-options',
                           'model.test_cfg.rcnn.score_thr=1.01')

@@ -6,12 +6,11 @@
 Generates a small learnable dataset in the stock COCO / ADE20K format
 (reused on later runs) in ``data/``, trains the demo config from scratch
 with ``tools/train.py`` in ``train/``, evaluates the last checkpoint with
-``tools/test.py`` in ``test/<timestamp>/`` (``metrics.json``, prediction
-pictures in ``vis_data/vis_image/``), all under ``--work-dir``, and prints
-the metrics.
+``tools/test.py`` in ``test/<timestamp>/`` (mmengine's ``<timestamp>.json``
+metrics, prediction pictures in ``vis_data/vis_image/``), all under
+``--work-dir``, and prints the metrics.
 """
 import argparse
-import glob
 import json
 import os.path as osp
 import subprocess
@@ -86,9 +85,10 @@ def main():
         '--work-dir', test_dir, *options,
         'default_hooks.visualization.draw=True',
         'default_hooks.visualization.interval=1')
-    # This run's log folder is the newest (mmgcvit.TestMetricsHook's file).
-    metrics_file = max(glob.glob(osp.join(test_dir, '*', 'metrics.json')),
-                       key=osp.getmtime)
+    # mmengine's LoggerHook saves them to <timestamp>/<timestamp>.json; this
+    # run's log folder is the newest.
+    metrics_file = max((p for p in Path(test_dir).glob('*/*.json')
+                        if p.stem == p.parent.name), key=osp.getmtime)
     with open(metrics_file) as f:
         metrics = json.load(f)
     print('\n' + '=' * 60)

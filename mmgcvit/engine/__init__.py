@@ -6,17 +6,16 @@ from .checkpoint_writes import AtomicCheckpointHook, AtomicLocalBackend
 from .errors import (ONE_LINE_ERRORS, EvaluationError, PreflightError,
                      one_line_errors)
 from .load_report import LoadReportHook, check_weights_fit
-from .metrics_file import TestMetricsHook
 from .optim_constructor import PlainDictOptimWrapperConstructor
-from .preflight import PreflightTestLoop
+from .preflight import CheckedTestLoop
 from .resume import (ResumableEpochBasedTrainLoop,
                      ResumableIterBasedTrainLoop, RNGStateHook)
 
 __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend', 'ONE_LINE_ERRORS',
     'EvaluationError', 'PreflightError', 'one_line_errors', 'LoadReportHook',
-    'check_weights_fit', 'PlainCheckpointHook', 'TestMetricsHook',
-    'PlainDictOptimWrapperConstructor', 'PreflightTestLoop',
+    'check_weights_fit', 'PlainCheckpointHook',
+    'PlainDictOptimWrapperConstructor', 'CheckedTestLoop',
     'ResumableEpochBasedTrainLoop', 'ResumableIterBasedTrainLoop',
     'RNGStateHook'
 ]

@@ -2,16 +2,18 @@
 (the path, the config key or flag to fix) before any data is loaded, not
 from deep inside the dataset class or the loader after COCO has loaded.
 The resumable train loops call :func:`check_training_files`;
-``PreflightTestLoop`` checks the test data and checkpoint. Whether the data
-itself is usable is the dataset checker's job.
+``CheckedTestLoop`` checks the test data and checkpoint, and the metrics.
+Whether the data itself is usable is the dataset checker's job.
 """
+import math
+import numbers
 import os.path as osp
 
 from mmengine.runner import TestLoop
 
 from mmgcvit.dataset_tools.check import split_dataset_cfgs
 from mmgcvit.registry import LOOPS
-from .errors import PreflightError
+from .errors import EvaluationError, PreflightError
 
 
 def _is_local(path):
@@ -102,11 +104,25 @@ def check_training_files(runner):
 
 
 @LOOPS.register_module()
-class PreflightTestLoop(TestLoop):
+class CheckedTestLoop(TestLoop):
     """mmengine's ``TestLoop`` that first checks that the checkpoint and the
-    test data exist."""
+    test data exist, and fails when the evaluation produced no number (an
+    empty result, e.g. CocoMetric's without detections, used to exit 0).
+    The metrics are mmengine's ``LoggerHook``'s ``<log dir>/<timestamp>.json``.
+    """
 
     def __init__(self, runner, dataloader, *args, **kwargs):
         check_checkpoint_flags(runner.cfg)
         check_data(runner.cfg, 'test')
         super().__init__(runner, dataloader, *args, **kwargs)
+
+    def run(self):
+        metrics = super().run()
+        # mmseg's metrics are numpy float32, which is no float.
+        if not any(isinstance(v, numbers.Real) and math.isfinite(v)
+                   for v in metrics.values()):
+            raise EvaluationError(
+                f'the evaluation produced no metrics ({metrics!r}): the '
+                'model predicted nothing the evaluator could score; check '
+                'the checkpoint against the config (see the log above).')
+        return metrics

@@ -4,7 +4,6 @@ hidden temporary file in the same folder, fsyncs it and renames it over the
 target (``os.replace`` is atomic within a filesystem).
 """
 import builtins
-import json
 import os
 import os.path as osp
 import re
@@ -75,9 +74,3 @@ def remove_stale_temporaries(folder):
             removed.append(path)
     return removed
 
-
-def write_json_atomic(obj, path):
-    """Write ``obj`` as JSON so that readers never see a partial file
-    (numpy scalars as floats)."""
-    with atomic_open(path, 'w') as f:
-        json.dump(obj, f, indent=2, default=float)

@@ -42,4 +42,4 @@ default_hooks = dict(
         type='mmgcvit.AtomicCheckpointHook',
         backend_args=dict(backend='mmgcvit_atomic')))
 train_cfg = dict(type='mmgcvit.ResumableEpochBasedTrainLoop')
-test_cfg = dict(type='mmgcvit.PreflightTestLoop')
+test_cfg = dict(type='mmgcvit.CheckedTestLoop')

@@ -24,7 +24,7 @@ default_hooks = dict(
         type='mmgcvit.AtomicCheckpointHook',
         backend_args=dict(backend='mmgcvit_atomic')))
 train_cfg = dict(type='mmgcvit.ResumableIterBasedTrainLoop')
-test_cfg = dict(type='mmgcvit.PreflightTestLoop')
+test_cfg = dict(type='mmgcvit.CheckedTestLoop')
 
 crop_size = (512, 512)
 data_preprocessor = dict(size=crop_size)

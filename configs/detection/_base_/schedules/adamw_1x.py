@@ -8,7 +8,7 @@
 _base_ = 'mmdet::_base_/schedules/schedule_1x.py'
 # Exact resume and pre-flight checks (mmgcvit.engine.resume, .preflight).
 train_cfg = dict(type='mmgcvit.ResumableEpochBasedTrainLoop')
-test_cfg = dict(type='mmgcvit.PreflightTestLoop')
+test_cfg = dict(type='mmgcvit.CheckedTestLoop')
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
