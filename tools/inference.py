@@ -1,7 +1,8 @@
 """Predict with a trained detector or segmentor on an image or a folder:
 mmdet's ``DetInferencer`` or mmseg's ``MMSegInferencer`` (the config's
-``default_scope`` picks), after a check of every image (its size read from
-the header, before decoding) and of the checkpoint's fit to the model.
+``default_scope`` picks), after a check of every image (decoded as the
+dataset checker does: Pillow refuses decompression bombs from the header)
+and of the checkpoint's fit to the model.
 They write ``DIR/vis/`` (painted images) and ``DIR/preds/<stem>.json``
 (mmdet) or ``DIR/pred/<index>_pred.png`` (mmseg): docs/inference.md.
 """
@@ -9,15 +10,14 @@ import argparse
 import os
 import os.path as osp
 
+from mmcv.transforms import LoadImageFromFile
 from mmengine.config import Config, DictAction
-from PIL import Image
 
 from mmgcvit.checkpoint import state_dict_of
+from mmgcvit.dataset_tools.check import decode_image
 from mmgcvit.engine import PreflightError, check_weights_fit, one_line_errors
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
-# What cameras take; the pipeline and the painting hold several copies.
-DEFAULT_MAX_PIXELS = 50_000_000
 
 
 def build_parser():
@@ -33,9 +33,6 @@ def build_parser():
     parser.add_argument('--score-thr', type=float,
                         help='detection only: lowest score painted (default '
                         '0.3); the json keeps every prediction')
-    parser.add_argument('--max-pixels', type=int, default=DEFAULT_MAX_PIXELS,
-                        help='refuse images with more pixels (width x '
-                        f'height; default {DEFAULT_MAX_PIXELS})')
     parser.add_argument('--allow-partial-checkpoint', action='store_true',
                         help='predict even when the checkpoint does not fit '
                         'the model (missing, unused or reshaped weights)')
@@ -63,36 +60,17 @@ def list_images(path):
     return images
 
 
-def image_problem(path, max_pixels):
-    """Why the image at ``path`` cannot be used, or None. The size comes
-    from the header, before decoding: a 389 KB PNG can declare 20000x20000
-    pixels."""
-    if osp.getsize(path) == 0:
-        return 'empty file'
-    try:
-        with Image.open(path) as image:
-            if image.width * image.height > max_pixels:
-                return (f'{image.width}x{image.height} pixels, more than '
-                        f'--max-pixels {max_pixels}')
-            image.load()
-    except Image.UnidentifiedImageError:
-        return 'not an image Pillow can read'
-    except Image.DecompressionBombError as error:
-        return f'too large to decode safely ({error})'
-    except Exception as error:  # any decoding failure is the finding
-        return f'truncated or corrupt ({error})'
-    return None
-
-
-def check_images(images, max_pixels):
-    """Refuse the run in one line naming every unusable image."""
-    problems = [f'{image} ({problem})' for image in images
-                for problem in [image_problem(image, max_pixels)] if problem]
+def check_images(images):
+    """Refuse the run in one line naming every unusable image (decoded as
+    the inferencers' loader does)."""
+    loader = LoadImageFromFile()
+    problems = [f'{image} ({shape})' for image in images
+                for shape, _ in [decode_image(image, loader)]
+                if isinstance(shape, str)]
     if problems:
         raise PreflightError(
             f'{len(problems)} of {len(images)} input images cannot be used: '
-            + '; '.join(problems) + '. Replace or remove them (or raise '
-            '--max-pixels for a large image you trust).')
+            + '; '.join(problems) + '. Replace or remove them.')
 
 
 def fitting(inferencer_cls, args):
@@ -121,7 +99,7 @@ def main():
                 f'config file {args.config!r} does not exist: pass the '
                 'config the model was trained with')
         images = list_images(args.input)
-        check_images(images, args.max_pixels)
+        check_images(images)
         cfg = Config.fromfile(args.config)
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)

@@ -79,11 +79,11 @@ def split_dataset_cfgs(cfg):
                 yield split, ds_cfg, key
 
 
-def _decode(path, loader):
+def decode_image(path, loader):
     """``(height, width)`` or why it cannot be, and the EXIF orientation, of
-    ``path`` decoded in full as ``loader`` does in a run. Pillow decodes it
-    first: it refuses decompression bombs from the header and finds the
-    truncated data a lenient decoder fills with grey."""
+    ``path`` decoded in full as ``loader`` (a ``LoadImageFromFile``) does in
+    a run. Pillow decodes it first: it refuses decompression bombs from the
+    header and finds the truncated data a lenient decoder fills with grey."""
     try:
         content = fileio.get(path, backend_args=loader.backend_args)
     except OSError as error:
@@ -98,6 +98,8 @@ def _decode(path, loader):
             orientation = pil.getexif().get(0x0112, 1)  # Orientation tag
     except Image.UnidentifiedImageError:
         pass  # a format only the loader's backend reads
+    except Image.DecompressionBombError as error:
+        return f'too large to decode safely ({error})', 1
     except Exception as error:  # any decoding failure is the finding
         return f'truncated or corrupt ({error})', 1
     with contextlib.suppress(Exception):  # each backend raises its own
@@ -253,7 +255,7 @@ def _check_leaf(ds_cfg, key, report):
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         # Decoders release the GIL.
         for info, decoded in zip(infos, pool.map(
-                lambda i: _decode(i['img_path'], loader), infos)):
+                lambda i: decode_image(i['img_path'], loader), infos)):
             _check_image(info, decoded, loader, annotate, info['img_path']
                          in kept, report, getattr(full, 'ignore_index', 255))
 
