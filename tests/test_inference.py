@@ -201,7 +201,8 @@ def test_unusable_images_refused_in_one_line(tmp_path):
     whole = (folder / 'good.png').read_bytes()
     files = {
         'empty.jpg': (b'', 'empty file'),
-        'text.jpg': (b'not an image\n', 'mmcv (cv2 backend) cannot decode'),
+        'text.jpg': (b'not an image\n', 'truncated or corrupt: mmcv (cv2 '
+                     'backend) cannot decode it'),
         'truncated.png': (whole[:len(whole) // 2], 'truncated or corrupt'),
         # 20000 x 20000: a 389 KB PNG of this size decodes to 1.2 GB.
         'bomb.png': (png_header(20000, 20000),
