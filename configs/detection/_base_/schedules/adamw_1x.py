@@ -1,7 +1,9 @@
 # mmdet's 1x schedule (12 epochs, x0.1 at epochs 8 and 11, linear warm-up)
 # with the official GC ViT optimiser: AdamW lr 1e-4, weight decay 0.05 but
 # none on the relative-position bias tables and the norms (every LayerNorm
-# of GCViT has `norm` in its name). lr is for 16 images per iteration
+# of GCViT has `norm` in its name). The official configs name the tables
+# 'rpb', a key no parameter name contains, so the official runs decayed
+# them; this follows Swin's convention instead. lr is for 16 images per iteration
 # (8 GPUs x 2); `--auto-scale-lr` rescales it for others. fp32 as mmdet's
 # Swin configs: `--amp` trains in mixed precision on GPUs (the official
 # recipe's fp16).
