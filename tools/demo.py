@@ -4,7 +4,7 @@
     python tools/demo.py --task seg   # UPerNet, mIoU
 
 Generates a small learnable dataset in the stock COCO / ADE20K format
-(reused on later runs) in ``data/``, trains the demo config from scratch
+(made anew on each run) in ``data/``, trains the demo config from scratch
 with ``tools/train.py`` in ``train/``, evaluates the last checkpoint with
 ``tools/test.py`` in ``test/<timestamp>/`` (mmengine's ``<timestamp>.json``
 metrics, prediction pictures in ``vis_data/vis_image/``), all under
