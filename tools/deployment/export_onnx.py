@@ -20,7 +20,6 @@ import warnings
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import MODELS, init_default_scope
 from mmdet.models.dense_heads import RPNHead
 from mmdet.models.roi_heads import StandardRoIHead
 from mmdet.models.task_modules.coders.delta_xywh_bbox_coder import delta2bbox
@@ -28,6 +27,7 @@ from torch.onnx import symbolic_helper
 from torch.utils import benchmark
 from torchvision.ops import batched_nms, box_iou, roi_align
 
+from mmgcvit.analysis.complexity import build_model as build_from_config
 from mmgcvit.checkpoint import state_dict_of
 from mmgcvit.checkpoint.loading import load_from_mmgcvit
 from mmgcvit.engine import PreflightError, check_weights_fit, one_line_errors
@@ -186,9 +186,8 @@ def build_model(config, checkpoint, cfg_options=None):
     if scope not in ('mmseg', 'mmdet'):
         raise PreflightError(f'config {config} has default_scope={scope!r}: '
                              'pass an mmseg or mmdet config')
-    init_default_scope(scope)
     # Built, never initialised: the checkpoint brings every weight.
-    model = MODELS.build(cfg.model)
+    model = build_from_config(cfg)
     if scope == 'mmdet' and not (
             isinstance(getattr(model, 'rpn_head', None), RPNHead)
             and isinstance(getattr(model, 'roi_head', None),
